@@ -1,0 +1,80 @@
+"""Fixed-noise sample grids: a PNG in the run directory and an image in every logger that takes one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+
+def log_image(logger: Logger, key: str, grid: Tensor, step: int) -> None:
+    """Send a [3, H, W] float grid in [0, 1] to a logger, whichever kind it is (CSV takes none)."""
+    if isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_image(key, grid, global_step=step)
+    elif hasattr(logger, "log_image"):  # WandbLogger, NeptuneLogger, ...
+        logger.log_image(key=key, images=[grid.permute(1, 2, 0).numpy()], step=step)
+
+
+class SampleGrid(L.Callback):
+    """Every `every_n_g_steps` generator steps (and at the start and end) draw the same latents.
+
+    The latents are drawn once from `seed` and stored in checkpoints, so a resumed run keeps
+    showing the same samples. Files: `<dirpath>/g_step_<steps>.png`; logged as `samples/grid`.
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_g_steps: int = 200,
+        num_samples: int = 64,
+        nrow: int = 8,
+        seed: int = 0,
+        ema: bool = True,
+    ) -> None:
+        super().__init__()
+        if every_n_g_steps < 1 or num_samples < 1:
+            raise ValueError("callbacks.samples.every_n_g_steps and num_samples must be at least 1")
+        self.dirpath, self.every, self.nrow, self.ema = Path(dirpath), every_n_g_steps, nrow, ema
+        self.num_samples, self.seed = num_samples, seed
+        self.fixed_z: Tensor | None = None
+        self._last_written = -1
+
+    def state_dict(self) -> dict:
+        return {"fixed_z": self.fixed_z}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.fixed_z = state_dict["fixed_z"]
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.fixed_z is None:
+            self.fixed_z = pl_module.sample_latent(self.num_samples, torch.Generator().manual_seed(self.seed)).cpu()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.g_steps == 0:
+            self.write(trainer, pl_module)  # what the untrained generator makes
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if pl_module.g_steps % self.every == 0:
+            self.write(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer, pl_module)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Path | None:
+        """Save and log the grid for the current generator step, once per step, on rank 0."""
+        step = pl_module.g_steps
+        if step == self._last_written or not trainer.is_global_zero:
+            return None
+        self._last_written = step
+        images = pl_module.sample(self.fixed_z, ema=self.ema).float().cpu()  # [N, C, H, W] in [-1, 1]
+        grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=(-1, 1), padding=2)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"g_step_{step:07d}.png"
+        save_image(grid, path)
+        for logger in trainer.loggers:
+            log_image(logger, "samples/grid", grid, trainer.fit_loop.epoch_loop._batches_that_stepped)
+        return path

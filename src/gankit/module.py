@@ -1,0 +1,148 @@
+"""GANModule: alternating discriminator and generator updates with Lightning manual optimisation.
+
+One training batch is one discriminator step on that batch of real images. After every
+`n_critic`-th discriminator step comes one generator step, so each critic step sees fresh real
+data (as in WGAN-GP's reference algorithm). Lightning's `global_step` counts both optimizers'
+steps; the properties `d_steps` and `g_steps` say what happened in user terms, and are derived
+from it (so they survive a restart with the checkpoint, and need no state of their own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import clip_grad_norm_, get_total_norm
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from gankit.ema import GeneratorEMA
+from gankit.losses import get_loss
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+
+class GANModule(L.LightningModule):
+    """A generator, a discriminator, an adversarial loss and the order in which they are updated."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        g_optimizer: OptimizerFactory,
+        d_optimizer: OptimizerFactory,
+        loss: str = "non_saturating",
+        n_critic: int = 1,
+        g_clip_norm: float | None = None,
+        d_clip_norm: float | None = None,
+        ema_decay: float | None = None,
+        g_scheduler: SchedulerFactory | None = None,
+        d_scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if int(n_critic) != n_critic or n_critic < 1:
+            raise ValueError(
+                f"n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic}"
+            )
+        for name, value in (("g_clip_norm", g_clip_norm), ("d_clip_norm", d_clip_norm)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive gradient norm, or null for no clipping; got {value}")
+        self.generator, self.discriminator = generator, discriminator
+        self.latent_dim: int = generator.latent_dim
+        self.loss_name, self.loss = loss, get_loss(loss)
+        self.n_critic = int(n_critic)
+        self.clip_norm = {"g": g_clip_norm, "d": d_clip_norm}
+        self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay is not None else None
+        self._factories = {"g": (g_optimizer, g_scheduler), "d": (d_optimizer, d_scheduler)}
+        self._schedulers: dict[str, LRScheduler | None] = {"g": None, "d": None}
+
+    # ---- run length in user terms -------------------------------------------------------------
+    @property
+    def g_steps(self) -> int:
+        """Generator updates so far. Each cycle is n_critic D steps then one G step."""
+        return self.trainer.global_step // (self.n_critic + 1)
+
+    @property
+    def d_steps(self) -> int:
+        """Discriminator updates so far (one per training batch)."""
+        return self.trainer.global_step - self.g_steps
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I), shape [n, latent_dim], on this module's device."""
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        return z.to(self.device)
+
+    @torch.no_grad()
+    def sample(self, z: Tensor, ema: bool = True) -> Tensor:
+        """Images for latents z, from the EMA generator when there is one, in eval mode."""
+        net = self.generator_ema.module if ema and self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
+        try:
+            return net(z.to(self.device))
+        finally:
+            net.train(was_training)
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        configs = []
+        for name, net in (("g", self.generator), ("d", self.discriminator)):
+            make_optimizer, make_scheduler = self._factories[name]
+            optimizer = make_optimizer(net.parameters())
+            config = {"optimizer": optimizer}
+            if make_scheduler is not None:
+                self._schedulers[name] = make_scheduler(optimizer)
+                config["lr_scheduler"] = self._schedulers[name]
+            configs.append(config)
+        return configs  # order [G, D]: self.optimizers() returns them in this order
+
+    def training_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        real = batch[0] if isinstance(batch, (tuple, list)) else batch  # [N, C, H, W] in [-1, 1]
+        n = real.shape[0]
+        opt_g, opt_d = self.optimizers()
+
+        with self.toggled_optimizer(opt_d):  # G frozen: its forward builds no graph
+            fake = self.generator(self.sample_latent(n))
+            d_real, d_fake = self.discriminator(real), self.discriminator(fake)  # logits [N]
+            d_loss = self.loss.d(d_real, d_fake)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+        self._step_scheduler("d")
+        out = {"d_loss": d_loss.detach()}
+        self.log("train/d_loss", out["d_loss"], prog_bar=True)
+        self.log_dict({"train/d_real": d_real.detach().mean(), "train/d_fake": d_fake.detach().mean()})
+
+        if self.d_steps % self.n_critic == 0:  # this batch closes a cycle: one G step
+            with self.toggled_optimizer(opt_g):  # D frozen: gradients reach G only
+                g_loss = self.loss.g(self.discriminator(self.generator(self.sample_latent(n))))
+                opt_g.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                opt_g.step()
+            self._step_scheduler("g")
+            if self.generator_ema is not None:
+                self.generator_ema.update(self.generator, step=self.g_steps)
+            out["g_loss"] = g_loss.detach()
+            self.log("train/g_loss", out["g_loss"], prog_bar=True)
+        return out  # detached: read by callbacks (e.g. the non-finite loss guard)
+
+    def _step_scheduler(self, name: str) -> None:
+        if self._schedulers[name] is not None:
+            self._schedulers[name].step()  # schedulers count updates of their own network
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Clip and log the gradient norm of the network about to step (gradients already unscaled under AMP)."""
+        name = "g" if optimizer is self.optimizers()[0].optimizer else "d"
+        net = self.generator if name == "g" else self.discriminator
+        params = [p for p in net.parameters() if p.grad is not None]
+        max_norm = self.clip_norm[name]
+        if max_norm is not None:
+            norm = clip_grad_norm_(params, max_norm)  # returns the norm before clipping
+        else:
+            norm = get_total_norm([p.grad for p in params])
+        self.log(f"train/{name}_grad_norm", norm)  # a tensor: no device sync here

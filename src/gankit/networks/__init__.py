@@ -1,0 +1,1 @@
+"""Plain torch.nn generators and discriminators, one file per family."""

@@ -1,0 +1,94 @@
+"""DCGAN generator and discriminator (Radford et al. 2015) for square images of any power-of-two size."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+def check_resolution(resolution: int) -> int:
+    """Number of stride-2 stages between 4x4 and `resolution`; raises for sizes DCGAN cannot build."""
+    if resolution < 16 or resolution & (resolution - 1):
+        raise ValueError(
+            f"DCGAN builds square images whose side is a power of two from 16 up "
+            f"(16, 32, 64, 128, ...); got resolution={resolution}. Set data.resolution to one of those."
+        )
+    return int(math.log2(resolution)) - 2
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The paper's initialisation: conv weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """z [N, latent_dim] -> images [N, channels, resolution, resolution] in [-1, 1].
+
+    A 4x4 projection, then stride-2 transposed convolutions that halve the width as they double
+    the size: at resolution 64 and base_width 64 the widths are 512, 256, 128, 64.
+    """
+
+    def __init__(self, latent_dim: int = 100, resolution: int = 64, channels: int = 3, base_width: int = 64) -> None:
+        super().__init__()
+        stages = check_resolution(resolution)
+        self.latent_dim, self.resolution, self.channels = latent_dim, resolution, channels
+        width = base_width * 2 ** (stages - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, width, 4, 1, 0, bias=False),  # [N, nz, 1, 1] -> 4x4
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
+        for _ in range(stages - 1):
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),  # doubles H and W
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(True),
+            ]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"expected z of shape [N, {self.latent_dim}], got {list(z.shape)}")
+        return self.net(z[:, :, None, None])  # [N, nz] -> [N, C, R, R]
+
+
+class Discriminator(nn.Module):
+    """images [N, channels, resolution, resolution] -> logits [N] (no sigmoid: losses take logits).
+
+    Stride-2 convolutions with LeakyReLU(0.2) down to 4x4, batch norm on all but the first;
+    `batch_norm=False` gives the critic WGAN-GP needs (its penalty is per sample).
+    """
+
+    def __init__(self, resolution: int = 64, channels: int = 3, base_width: int = 64, batch_norm: bool = True) -> None:
+        super().__init__()
+        stages = check_resolution(resolution)
+        self.resolution, self.channels = resolution, channels
+        width = base_width
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, width, 4, 2, 1, bias=False),  # halves H and W
+            nn.LeakyReLU(0.2, True),
+        ]
+        for _ in range(stages - 1):
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=not batch_norm)]
+            layers += [nn.BatchNorm2d(width * 2)] if batch_norm else []
+            layers += [nn.LeakyReLU(0.2, True)]
+            width *= 2
+        layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]  # 4x4 -> 1x1
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        expected = (self.channels, self.resolution, self.resolution)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected images of shape [N, {', '.join(map(str, expected))}], got {list(x.shape)}")
+        return self.net(x).flatten()  # [N, C, R, R] -> [N]

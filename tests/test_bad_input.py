@@ -1,0 +1,120 @@
+"""Bad input ends with one clear message and a non-zero exit, before any training."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from gankit.training import train
+from tests.conftest import make_cfg, run_cli, write_images
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.loss=hnge"], "unknown loss 'hnge': choose model.loss from minimax, non_saturating, hinge"),
+        (["data.resolution=24"], "got resolution=24. Set data.resolution"),
+        (
+            ["data.batch_size=6000"],
+            r"data.batch_size=6000 is larger than the data set: 5000 images. Lower data.batch_size to at most 5000",
+        ),
+        (["data=image_folder", "data.root=/no/such/folder"], "data.root=/no/such/folder is not a folder"),
+        (
+            ["data=celeba", "data.root=/no/such/folder"],
+            "no CelebA images found under data.root=/no/such/folder: looked for",
+        ),
+        (["trainer.max_steps=100"], "set g_steps=N"),
+        (["model.n_critic=0"], "n_critic .* must be an integer >= 1"),
+        (["model.generator.channels=3"], r"model.generator.channels=3 but the data has channels=1"),
+        (["ckpt_path=/no/such.ckpt"], "ckpt_path=/no/such.ckpt is not a file"),
+        (["data=image_folder"], "Missing mandatory value: data.root"),
+    ],
+)
+def test_bad_values_fail_at_start_with_a_message(tmp_path, overrides, message):
+    cfg = make_cfg(tmp_path / "run", *overrides)
+    with pytest.raises(SystemExit, match=message):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert "Traceback" in (tmp_path / "run" / "error.log").read_text()  # details kept for bug reports
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    with pytest.raises(SystemExit, match=r"no images \(.jpg, .jpeg, .png, .webp, .bmp\) found under data.root="):
+        train(make_cfg(tmp_path / "run", "data=image_folder", f"data.root={tmp_path / 'empty'}"))
+
+
+def test_batch_larger_than_an_image_folder(tmp_path):
+    write_images(tmp_path / "imgs", 3, size=(20, 20))
+    with pytest.raises(SystemExit, match="data.batch_size=8 is larger than the data set: 3 images"):
+        train(make_cfg(tmp_path / "run", "data=image_folder", f"data.root={tmp_path / 'imgs'}"))
+
+
+def test_unknown_option_is_a_hydra_error_listing_the_options(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="(?s)model/dcgn.*Available options.*dcgan"):
+        make_cfg(tmp_path, "model=dcgn")
+
+
+def test_cli_exit_status_and_earlier_runs_untouched(tmp_path):
+    earlier = tmp_path / "logs" / "train" / "runs" / "earlier"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "last.ckpt").write_bytes(b"precious")
+    result = run_cli("model.loss=hnge", f"paths.log_dir={tmp_path / 'logs'}", "logger=none")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("gankit: error: model: unknown loss 'hnge'")
+    assert "Traceback" not in result.stderr
+    assert (earlier / "checkpoints" / "last.ckpt").read_bytes() == b"precious"
+    runs = sorted(p.name for p in (tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 2  # the failed run got a directory of its own
+
+
+def test_cli_typo_in_a_key(tmp_path):
+    result = run_cli("trainer.max_epoch=3", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Key 'max_epoch' is not in struct" in result.stderr
+
+
+def test_help_lists_the_config_groups():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for group in (
+        "model: dcgan",
+        "data: celeba, image_folder, mnist",
+        "logger: csv, none, tensorboard, wandb",
+        "trainer: cpu, ddp, default, gpu",
+    ):
+        assert group in result.stdout
+    assert Path(__file__).exists()
+
+
+def test_diverging_run_stops_with_a_message_and_no_checkpoint(tmp_path):
+    """An absurd learning rate makes the losses non-finite within a few steps; the guard stops the run."""
+    overrides = [
+        "model.d_optimizer._target_=torch.optim.SGD",
+        "~model.d_optimizer.betas",
+        "model.d_optimizer.lr=1e30",
+        "g_steps=20",
+    ]
+    with pytest.raises(SystemExit, match=r"train/[dg]_loss.* became non-finite by generator step \d+"):
+        train(make_cfg(tmp_path / "run", *overrides))
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
+
+
+def test_guard_aborts_a_checkpoint_save_of_non_finite_weights():
+    import torch
+
+    from gankit.callbacks import NonFiniteLossGuard
+
+    class Module:
+        g_steps = 7
+
+    class Trainer:
+        current_epoch = 2
+
+    guard = NonFiniteLossGuard(every_n_steps=1000)
+    guard.on_train_batch_end(Trainer(), Module(), {"d_loss": torch.tensor(0.5), "g_loss": torch.tensor(1.0)}, None, 0)
+    guard.on_save_checkpoint(Trainer(), Module(), {})  # finite: the save goes ahead
+    guard.on_train_batch_end(Trainer(), Module(), {"d_loss": torch.tensor(float("nan"))}, None, 1)
+    with pytest.raises(FloatingPointError, match="train/d_loss became non-finite by generator step 7 .epoch 2."):
+        guard.on_save_checkpoint(Trainer(), Module(), {})
