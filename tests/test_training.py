@@ -150,3 +150,12 @@ def test_celeba_crop_then_resize(tmp_path):
     image = dm.train_set[0]
     assert image.shape == (3, 32, 32)
     assert image.max() < -0.9  # all black, in [-1, 1]
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "none"])
+def test_other_loggers(cfg_factory, logger):
+    cfg = cfg_factory(f"logger={logger}")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "samples" / "g_step_0000004.png").is_file()
+    assert bool(list(run.glob("tensorboard/events.out.tfevents.*"))) == (logger == "tensorboard")

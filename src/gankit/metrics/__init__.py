@@ -1,0 +1,1 @@
+"""Sample-quality and mode-collapse metrics (torchmetrics.Metric subclasses) and their feature extractors."""
