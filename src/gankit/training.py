@@ -49,7 +49,7 @@ def _fit(cfg: DictConfig) -> float | None:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module: L.LightningModule = instantiate(cfg.model)
     check_compatible(module, datamodule)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("metrics"))
     loggers = instantiate_group(cfg.get("logger"), defaults=_sweep_names())
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **run_length(cfg, module)

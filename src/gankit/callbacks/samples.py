@@ -11,6 +11,11 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 
+def logger_step(trainer: L.Trainer) -> int:
+    """The step Lightning gives the loggers for the current batch: training batches done before it."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 def log_image(logger: Logger, key: str, grid: Tensor, step: int) -> None:
     """Send a [3, H, W] float grid in [0, 1] to a logger, whichever kind it is (CSV takes none)."""
     if isinstance(logger, TensorBoardLogger):
@@ -76,5 +81,5 @@ class SampleGrid(L.Callback):
         path = self.dirpath / f"g_step_{step:07d}.png"
         save_image(grid, path)
         for logger in trainer.loggers:
-            log_image(logger, "samples/grid", grid, trainer.fit_loop.epoch_loop._batches_that_stepped)
+            log_image(logger, "samples/grid", grid, logger_step(trainer))
         return path

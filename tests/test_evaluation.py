@@ -1,0 +1,129 @@
+"""The evaluation callback: metrics logged while training, the real-feature cache, DDP equality, bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from gankit.callbacks.evaluation import Evaluation
+from gankit.networks.dcgan import Generator
+from gankit.training import train
+from tests.conftest import write_images
+from tests.test_training import read_metrics
+
+VAL = {"val/fid", "val/precision", "val/recall", "val/density", "val/coverage", "val/modes", "val/mode_kl"}
+
+
+def test_metrics_are_logged_at_each_evaluation_only(cfg_factory, tmp_path):
+    cfg = cfg_factory(
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "metrics.evaluation.metrics=[fid,kid,precision_recall,density_coverage,modes]",
+    )
+    train(cfg)
+    rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r["val/fid"]]
+    assert len(rows) == 2  # generator steps 2 and 4 (every_n_g_steps=2 in debug=fast)
+    assert all(r[k] for r in rows for k in VAL | {"val/kid"})
+    assert all(0 <= float(r["val/recall"]) <= 1 and 1 <= float(r["val/modes"]) <= 10 for r in rows)
+
+
+def test_real_features_are_cached_and_a_corrupt_cache_is_rebuilt(cfg_factory, tmp_path):
+    cache = tmp_path / "cache"
+    train(cfg_factory(f"paths.cache_dir={cache}"))
+    (path,) = cache.glob("real_digits_*.pt")
+    cached = torch.load(path, weights_only=True)
+    assert cached["features"].shape == (64, 128) and cached["key"]["num_real"] == 64
+    stamp = path.stat().st_mtime_ns
+    train(cfg_factory(f"paths.cache_dir={cache}"))
+    assert path.stat().st_mtime_ns == stamp  # read, not rewritten
+    train(cfg_factory(f"paths.cache_dir={cache}", "data.resolution=32"))
+    assert len(list(cache.glob("real_digits_*.pt"))) == 2  # another resolution, another key
+    path.write_bytes(b"truncated")
+    train(cfg_factory(f"paths.cache_dir={cache}"))
+    torch.testing.assert_close(torch.load(path, weights_only=True)["features"], cached["features"])
+
+
+def test_more_samples_than_real_images_fails_at_start(cfg_factory):
+    cfg = cfg_factory("metrics.evaluation.num_samples=6000")
+    with pytest.raises(SystemExit, match="metrics.num_samples=6000 is more than the 5000 real images"):
+        train(cfg)
+    assert not list(Path(cfg.paths.output_dir).glob("checkpoints/*.ckpt"))
+
+
+def test_digits_features_on_colour_images_fail_at_start(cfg_factory, tmp_path):
+    write_images(tmp_path / "imgs", 8, size=(20, 20))
+    cfg = cfg_factory(
+        "data=image_folder",
+        f"data.root={tmp_path / 'imgs'}",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "metrics=digits",
+    )
+    with pytest.raises(SystemExit, match="digits features take grayscale digits, but the data has 3 channels"):
+        train(cfg)
+
+
+def test_image_data_defaults_to_no_digit_metrics(cfg_factory, tmp_path):
+    write_images(tmp_path / "imgs", 8, size=(20, 20))
+    cfg = cfg_factory("data=image_folder", f"data.root={tmp_path / 'imgs'}", "data.batch_size=4", "data.num_workers=0")
+    assert "_target_" not in cfg.metrics.get("evaluation", {})  # debug=fast sets sizes only
+    train(cfg)  # and trains without the digits features
+
+
+# ---- DDP: two processes give the values one process gives on the same samples ----------------
+class _Trainer:
+    def __init__(self, rank: int, world: int) -> None:
+        self.global_rank, self.world_size = rank, world
+
+
+class _Module:
+    """What Evaluation needs of a GANModule: a fixed generator and latents."""
+
+    device = torch.device("cpu")
+    g_steps = 0
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.generator = Generator(latent_dim=8, resolution=16, channels=1, base_width=4).eval()
+
+    def sample_latent(self, n, generator=None):
+        return torch.randn(n, 8, generator=generator)
+
+    @torch.no_grad()
+    def sample(self, z, ema=True):
+        return self.generator(z)
+
+
+def _evaluation(cache: str) -> Evaluation:
+    from gankit.data.mnist import load_embedded_digits, to_unit_range
+    from gankit.metrics.digits import load_digits_net
+
+    evaluation = Evaluation(
+        cache, num_samples=96, batch_size=20, metrics=["fid", "precision_recall", "density_coverage", "modes"]
+    )
+    evaluation.net = load_digits_net()
+    images, _ = load_embedded_digits()
+    evaluation.real = evaluation._embed(to_unit_range(images[::50][:96], 16), torch.device("cpu"))
+    return evaluation
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    results = _evaluation(out).evaluate(_Trainer(rank, world), _Module())
+    torch.save({k: v.item() for k, v in results.items()}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_metrics_equal_single_process(tmp_path):
+    single = {k: v.item() for k, v in _evaluation(str(tmp_path)).evaluate(_Trainer(0, 1), _Module()).items()}
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        values = torch.load(tmp_path / f"rank{rank}.pt")
+        assert values.keys() == single.keys()
+        for key, value in single.items():
+            assert values[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (rank, key)
+    assert os.path.exists(tmp_path / "rank1.pt")
