@@ -99,8 +99,8 @@ class Evaluation(L.Callback):
         dm = trainer.datamodule
         return {
             "data": type(dm).__qualname__,
-            "root": str(getattr(dm, "paths", [""])[0]) if hasattr(dm, "paths") else None,
-            "num_files": len(getattr(dm, "paths", [])) or None,
+            # image folders: which files (a file added or removed changes the key)
+            "files": hashlib.sha256("\n".join(map(str, getattr(dm, "paths", []))).encode()).hexdigest(),
             "split": "train",
             "resolution": dm.resolution,
             "channels": dm.channels,
