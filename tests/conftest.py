@@ -75,9 +75,10 @@ def write_images(
 
 @pytest.fixture(autouse=True)
 def _isolate_wandb(tmp_path, monkeypatch):
-    """No test reads the developer's W&B credentials or writes outside tmp_path."""
+    """No test reads the developer's W&B credentials or torch.hub cache, or writes outside tmp_path."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no Inception weights but the tests' own
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))

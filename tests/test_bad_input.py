@@ -79,8 +79,9 @@ def test_help_lists_the_config_groups():
     result = run_cli("--help")
     assert result.returncode == 0
     for group in (
-        "model: dcgan",
-        "data: celeba, image_folder, mnist",
+        "model: dcgan, gan_mlp",
+        "data: celeba, grid, image_folder, mnist, ring, stacked_mnist",
+        "metrics: base, digits, inception, mixture, none, stacked_mnist",
         "logger: csv, none, tensorboard, wandb",
         "trainer: cpu, ddp, default, gpu",
     ):

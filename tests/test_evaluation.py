@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from gankit.callbacks.evaluation import Evaluation
+from gankit.metrics.features import DigitsFeatures
 from gankit.networks.dcgan import Generator
 from gankit.training import train
 from tests.conftest import write_images
@@ -49,7 +50,7 @@ def test_real_features_are_cached_and_a_corrupt_cache_is_rebuilt(cfg_factory, tm
 
 def test_more_samples_than_real_images_fails_at_start(cfg_factory):
     cfg = cfg_factory("metrics.evaluation.num_samples=6000")
-    with pytest.raises(SystemExit, match="metrics.num_samples=6000 is more than the 5000 real images"):
+    with pytest.raises(SystemExit, match="metrics.num_real=6000 .* is more than the 5000 real samples"):
         train(cfg)
     assert not list(Path(cfg.paths.output_dir).glob("checkpoints/*.ckpt"))
 
@@ -67,19 +68,7 @@ def test_digits_features_on_colour_images_fail_at_start(cfg_factory, tmp_path):
         train(cfg)
 
 
-def test_image_data_defaults_to_no_digit_metrics(cfg_factory, tmp_path):
-    write_images(tmp_path / "imgs", 8, size=(20, 20))
-    cfg = cfg_factory("data=image_folder", f"data.root={tmp_path / 'imgs'}", "data.batch_size=4", "data.num_workers=0")
-    assert "_target_" not in cfg.metrics.get("evaluation", {})  # debug=fast sets sizes only
-    train(cfg)  # and trains without the digits features
-
-
 # ---- DDP: two processes give the values one process gives on the same samples ----------------
-class _Trainer:
-    def __init__(self, rank: int, world: int) -> None:
-        self.global_rank, self.world_size = rank, world
-
-
 class _Module:
     """What Evaluation needs of a GANModule: a fixed generator and latents."""
 
@@ -100,26 +89,28 @@ class _Module:
 
 def _evaluation(cache: str) -> Evaluation:
     from gankit.data.mnist import load_embedded_digits, to_unit_range
-    from gankit.metrics.digits import load_digits_net
 
     evaluation = Evaluation(
-        cache, num_samples=96, batch_size=20, metrics=["fid", "precision_recall", "density_coverage", "modes"]
+        DigitsFeatures(),
+        cache,
+        num_samples=96,
+        batch_size=20,
+        metrics=["fid", "kid", "is", "precision_recall", "density_coverage", "modes"],
     )
-    evaluation.net = load_digits_net()
     images, _ = load_embedded_digits()
-    evaluation.real = evaluation._embed(to_unit_range(images[::50][:96], 16), torch.device("cpu"))
+    evaluation.real = evaluation.features(to_unit_range(images[::50][:96], 16)).features
     return evaluation
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    results = _evaluation(out).evaluate(_Trainer(rank, world), _Module())
+    results = _evaluation(out).evaluate(_Module(), rank, world)
     torch.save({k: v.item() for k, v in results.items()}, f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
 def test_ddp_metrics_equal_single_process(tmp_path):
-    single = {k: v.item() for k, v in _evaluation(str(tmp_path)).evaluate(_Trainer(0, 1), _Module()).items()}
+    single = {k: v.item() for k, v in _evaluation(str(tmp_path)).evaluate(_Module()).items()}
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         values = torch.load(tmp_path / f"rank{rank}.pt")
@@ -127,3 +118,15 @@ def test_ddp_metrics_equal_single_process(tmp_path):
         for key, value in single.items():
             assert values[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (rank, key)
     assert os.path.exists(tmp_path / "rank1.pt")
+
+
+def test_training_does_not_depend_on_whether_the_cache_exists(cfg_factory, tmp_path):
+    """The real pass must not consume the training's random numbers: cold and warm cache train alike."""
+    weights = []
+    for _ in range(2):  # the first run writes the cache, the second reads it
+        cfg = cfg_factory(f"paths.cache_dir={tmp_path / 'cache'}")
+        train(cfg)
+        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+        weights.append(ckpt["state_dict"])
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=0, atol=0, msg=key)

@@ -55,6 +55,7 @@ def test_run_length_counts_generator_steps(cfg_factory, n_critic):
         f"model.n_critic={n_critic}",
         "callbacks.samples.every_n_g_steps=1000",
         "data.batch_size=4",
+        "metrics=none",
     )
     train(cfg)
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
@@ -120,6 +121,7 @@ def test_image_folder_recursive(cfg_factory, tmp_path):
         "data.resolution=16",
         "data.batch_size=4",
         "data.num_workers=0",
+        "metrics=none",  # Inception FID on images has its own tests (test_features.py)
     )
     train(cfg)
     assert (Path(cfg.paths.output_dir) / "samples" / "g_step_0000004.png").is_file()
@@ -129,7 +131,12 @@ def test_image_folder_recursive(cfg_factory, tmp_path):
 def test_celeba_layouts(cfg_factory, tmp_path, layout):
     write_images(tmp_path / "data" / layout, 8)
     cfg = cfg_factory(
-        "data=celeba", f"data.root={tmp_path / 'data'}", "data.resolution=16", "data.batch_size=4", "data.num_workers=0"
+        "data=celeba",
+        f"data.root={tmp_path / 'data'}",
+        "data.resolution=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "metrics=none",
     )
     train(cfg)
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()

@@ -114,9 +114,12 @@ class GANModule(L.LightningModule):
             self.manual_backward(d_loss)
             opt_d.step()
         self._step_scheduler("d")
-        out = {"d_loss": d_loss.detach()}
+        # d_auc: how often D scores a real image above a fake one (0.5: it cannot tell, 1: it wins outright)
+        d_auc = (d_real.detach()[:, None] > d_fake.detach()[None, :]).float().mean()
+        out = {"d_loss": d_loss.detach(), "d_auc": d_auc}
         self.log("train/d_loss", out["d_loss"], prog_bar=True)
         self.log_dict({"train/d_real": d_real.detach().mean(), "train/d_fake": d_fake.detach().mean()})
+        self.log("train/d_auc", d_auc)
 
         if self.d_steps % self.n_critic == 0:  # this batch closes a cycle: one G step
             with self.toggled_optimizer(opt_g):  # D frozen: gradients reach G only

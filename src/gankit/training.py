@@ -47,6 +47,7 @@ def _fit(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    check_data_kind(cfg, datamodule)
     module: L.LightningModule = instantiate(cfg.model)
     check_compatible(module, datamodule)
     callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("metrics"))
@@ -85,6 +86,18 @@ def run_length(cfg: DictConfig, module: L.LightningModule) -> dict:
     if g_steps < 1:
         raise ValueError(f"g_steps must be a positive number of generator updates, or null; got {g_steps}")
     return {"max_steps": g_steps * (module.n_critic + 1), "max_epochs": -1}
+
+
+def check_data_kind(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """Image models for images, point models (with a `dim`) for 2D data: said before any network is built."""
+    points = getattr(datamodule, "points", False)
+    if points != ("dim" in cfg.model.generator):
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+        data = choices.get("data") or type(datamodule).__name__
+        model = choices.get("model") or cfg.model.generator._target_
+        if points:
+            raise ValueError(f"data={data} gives 2D points, but model={model} makes images: use model=gan_mlp.")
+        raise ValueError(f"data={data} gives images, but model={model} makes points: use an image model (model=dcgan).")
 
 
 def check_compatible(module: L.LightningModule, datamodule: L.LightningDataModule) -> None:

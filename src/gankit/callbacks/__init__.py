@@ -1,7 +1,8 @@
-"""Lightning callbacks: sample grids, evaluation, and the non-finite loss guard."""
+"""Lightning callbacks: sample grids, evaluation, the collapse monitor and the non-finite loss guard."""
 
+from gankit.callbacks.collapse import CollapseMonitor
 from gankit.callbacks.evaluation import Evaluation
 from gankit.callbacks.guard import NonFiniteLossGuard
 from gankit.callbacks.samples import SampleGrid
 
-__all__ = ["Evaluation", "NonFiniteLossGuard", "SampleGrid"]
+__all__ = ["CollapseMonitor", "Evaluation", "NonFiniteLossGuard", "SampleGrid"]

@@ -1,8 +1,12 @@
-"""Sample quality and mode coverage while training: FID, KID, precision / recall, density / coverage, modes.
+"""Sample quality and mode coverage while training: FID, KID, IS, precision / recall, density / coverage, modes.
 
-Every `every_n_g_steps` generator steps and at the end, `num_samples` images are generated from fixed
-latents (split across DDP ranks), embedded by a feature extractor and scored against the real
-features, which are computed once and cached on disk under a key naming everything they depend on.
+Every `every_n_g_steps` generator steps and at the end, `num_samples` samples are generated from
+fixed latents (split across DDP ranks), embedded by a feature space (gankit.metrics.features) and
+scored against the real features, which are computed once and cached on disk under a key naming
+everything they depend on. Mode histograms (and, for 2D mixtures, scatters of the samples over the
+true modes) are saved as PNG and sent to the loggers.
+
+The scoring itself (`prepare`, `evaluate`) needs no Trainer, so `eval.py` scores checkpoints with it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -19,20 +24,20 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
-from gankit.callbacks.samples import logger_step
-from gankit.metrics.digits import WEIGHTS as DIGITS_WEIGHTS
-from gankit.metrics.digits import load_digits_net
+from gankit.callbacks.samples import log_image, logger_step
+from gankit.metrics.features import FeatureSpace
 from gankit.metrics.manifold import DensityCoverage, PrecisionRecall
 from gankit.metrics.modes import ClassModes
+from gankit.metrics.sampled import OrderFreeIS, OrderFreeKID
 
 log = logging.getLogger(__name__)
-METRICS = ("fid", "kid", "precision_recall", "density_coverage", "modes")
+METRICS = ("fid", "kid", "is", "precision_recall", "density_coverage", "modes")
+_REAL = ("fid", "kid", "precision_recall", "density_coverage")  # the metrics compared against real features
 
 
 class Identity(nn.Module):
-    """Hands precomputed features to torchmetrics' FID / KID unchanged."""
+    """Hands precomputed features (or logits) to torchmetrics' FID / KID / IS unchanged."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
@@ -42,162 +47,224 @@ class Identity(nn.Module):
         return x
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (names the feature extractor's weights in cache keys)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class Evaluation(L.Callback):
-    """Scores the generator (the EMA one when present) and logs `val/<metric>` for each configured metric."""
+    """Scores the generator (the EMA one when present) and logs `val/<metric>` for each configured metric.
+
+    Args:
+        features: the feature space (gankit.metrics.features), built when the config is: missing
+            Inception weights fail here, before any data is read.
+        metrics: any of fid, kid, is, precision_recall, density_coverage, modes.
+        num_samples: generated samples per evaluation; num_real: real samples (default the same).
+        dirpath: where mode histograms and scatters go as PNG (None: not saved).
+    """
 
     def __init__(
         self,
+        features: FeatureSpace,
         cache_dir: str,
-        features: str = "digits",
         metrics: list[str] | tuple[str, ...] = ("fid", "precision_recall", "density_coverage", "modes"),
         num_samples: int = 5000,
+        num_real: int | None = None,
         every_n_g_steps: int = 500,
         batch_size: int = 500,
         ema: bool = True,
         seed: int = 0,
+        dirpath: str | None = None,
     ) -> None:
         super().__init__()
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown metrics {sorted(unknown)}: choose from {', '.join(METRICS)}")
-        if features != "digits":
-            raise ValueError(
-                f"metrics.features={features!r} is not available: the digits features are (for MNIST data); "
-                "the Inception features are not built yet. Use metrics=none for other data."
-            )
-        self.cache_dir, self.features, self.metrics = Path(cache_dir).expanduser(), features, tuple(metrics)
-        self.num_samples, self.every, self.batch_size = num_samples, every_n_g_steps, batch_size
-        self.ema, self.seed = ema, seed
-        self.net: nn.Module | None = None
-        self.real: tuple[Tensor, Tensor] | None = None  # features [N, d], predicted classes [N]
+        if "is" in metrics and not features.has_logits:
+            raise ValueError(f"the Inception score needs class logits, which the {features.name} features lack")
+        if num_samples < 2 or every_n_g_steps < 1 or batch_size < 1:
+            raise ValueError("metrics.evaluation: num_samples >= 2, every_n_g_steps >= 1 and batch_size >= 1")
+        self.features, self.metrics = features, tuple(metrics)
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.dirpath = Path(dirpath) if dirpath else None
+        self.num_samples, self.num_real = num_samples, num_real or num_samples
+        self.every, self.batch_size, self.ema, self.seed = every_n_g_steps, batch_size, ema, seed
+        self.real: Tensor | None = None  # real features [num_real, d]
+        self.histogram: tuple[Tensor, Tensor] | None = None  # the last evaluation's (all, high-quality) mode counts
+        self.points: Tensor | None = None  # the last evaluation's 2D samples (this rank's share)
+        self.history: list[tuple[int, dict[str, float]]] = []  # (generator step, values): read by CollapseMonitor
         self._last_step = -1
+
+    def protocol(self) -> dict:
+        """How the numbers are made: report it next to them (FIDs compare only under one protocol)."""
+        return {
+            "features": self.features.protocol(),
+            "num_fake": self.num_samples,
+            "num_real": self.num_real,
+            "real_split": "train (the first num_real samples)",
+            "generator": "EMA when the model has one" if self.ema else "raw",
+            "latents": f"fixed, seed {self.seed}",
+        }
 
     # ---- set-up: checks that fail at start, real features from the cache --------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if getattr(datamodule, "channels", 1) != 1:
-            raise ValueError(
-                f"the digits features take grayscale digits, but the data has {datamodule.channels} channels; "
-                "use metrics=none for this data."
-            )
-        real_set = datamodule.train_set
-        if self.num_samples > len(real_set):
-            raise ValueError(
-                f"metrics.num_samples={self.num_samples} is more than the {len(real_set)} real images; "
-                f"lower it to at most {len(real_set)}."
-            )
-        self.net = load_digits_net().to(pl_module.device)
-        self.real = self._real_features(trainer, real_set, pl_module.device)
+        self.prepare(trainer.datamodule, pl_module.device, write_cache=trainer.is_global_zero)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"eval_protocol": self.protocol()})
 
-    def cache_key(self, trainer: L.Trainer) -> dict:
+    def prepare(self, datamodule, device: torch.device, write_cache: bool = True) -> None:
+        """Check the features fit the data, move them to `device`, load or compute the real features."""
+        self.features.check(datamodule)
+        if "modes" in self.metrics and self.features.num_modes is None:
+            raise ValueError(
+                f"mode counts need a classifier or known modes: the {self.features.name} features lack both"
+            )
+        if datamodule.train_set is None:
+            datamodule.setup("fit")
+        real_set = datamodule.train_set
+        if self.num_real > len(real_set):
+            raise ValueError(
+                f"metrics.num_real={self.num_real} (default: metrics.num_samples) is more than the "
+                f"{len(real_set)} real samples; lower it to at most {len(real_set)}."
+            )
+        self.features.to(device)
+        self.real = self._real_features(datamodule, real_set, device, write_cache)
+
+    def cache_key(self, datamodule) -> dict:
         """Everything the real features depend on."""
-        dm = trainer.datamodule
+        described = {
+            attr: getattr(datamodule, attr)
+            for attr in ("kind", "seed", "num_samples", "resolution", "channels", "crop")
+            if isinstance(getattr(datamodule, attr, None), (int, float, str))
+        }
         return {
-            "data": type(dm).__qualname__,
+            "data": type(datamodule).__qualname__,
+            **described,
             # image folders: which files (a file added or removed changes the key)
-            "files": hashlib.sha256("\n".join(map(str, getattr(dm, "paths", []))).encode()).hexdigest(),
+            "files": hashlib.sha256("\n".join(map(str, getattr(datamodule, "paths", []))).encode()).hexdigest(),
             "split": "train",
-            "resolution": dm.resolution,
-            "channels": dm.channels,
-            "crop": getattr(dm, "crop", None),
-            "num_real": self.num_samples,
-            "features": self.features,
-            "weights_sha256": file_digest(DIGITS_WEIGHTS),
+            "num_real": self.num_real,
+            **self.features.key(),
             "torch": str(torch.__version__),
             "torchmetrics": str(torchmetrics.__version__),
         }
 
-    def _real_features(self, trainer: L.Trainer, real_set, device: torch.device) -> tuple[Tensor, Tensor]:
-        key = self.cache_key(trainer)
+    def _real_features(self, datamodule, real_set, device: torch.device, write_cache: bool) -> Tensor:
+        key = self.cache_key(datamodule)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        path = self.cache_dir / f"real_{self.features}_{digest}.pt"
+        path = self.cache_dir / f"real_{self.features.name}_{digest}.pt"
         if path.is_file():
             try:
                 cached = torch.load(path, map_location=device, weights_only=True)
                 if cached["key"] == key:
                     log.info("Real features from the cache: %s", path)
-                    return cached["features"], cached["classes"]
+                    return cached["features"]
             except Exception as error:  # unreadable: rebuilt below
                 log.warning("Ignoring unreadable real-feature cache %s (%s); recomputing.", path, error)
-        loader = DataLoader(Subset(real_set, range(self.num_samples)), batch_size=self.batch_size, shuffle=False)
-        parts = [self._embed(batch[0] if isinstance(batch, (list, tuple)) else batch, device) for batch in loader]
-        features, classes = (torch.cat(p) for p in zip(*parts, strict=True))
-        if trainer.is_global_zero:
+        # fork: a DataLoader draws its seed from the global RNG, and training must not depend on the cache
+        with torch.random.fork_rng(devices=[]):
+            loader = DataLoader(Subset(real_set, range(self.num_real)), batch_size=self.batch_size, shuffle=False)
+            parts = [self.features((b[0] if isinstance(b, (list, tuple)) else b).to(device)).features for b in loader]
+        features = torch.cat(parts)
+        if write_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"features": features.cpu(), "classes": classes.cpu(), "key": key}, tmp)
+            torch.save({"features": features.cpu(), "key": key}, tmp)
             os.replace(tmp, path)  # atomic: a half-written cache is never read
             log.info("Real features cached: %s", path)
-        return features, classes
+        return features
 
-    @torch.no_grad()
-    def _embed(self, images: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-        features = self.net(images.to(device))  # [N, 128]
-        return features, self.net.head(features).argmax(1)
-
-    # ---- evaluation -------------------------------------------------------------------------
+    # ---- evaluation while training ----------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if pl_module.g_steps % self.every == 0 and pl_module.g_steps != self._last_step:
-            self.publish(trainer, pl_module, self.evaluate(trainer, pl_module))
+            self._evaluate_and_publish(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.g_steps != self._last_step:
-            self.publish(trainer, pl_module, self.evaluate(trainer, pl_module))
+            self._evaluate_and_publish(trainer, pl_module)
 
-    @staticmethod
-    def publish(trainer: L.Trainer, pl_module: L.LightningModule, results: dict[str, Tensor]) -> None:
-        """To the loggers at this step only (not repeated until the next evaluation), and to
-        `trainer.callback_metrics` for checkpoint monitors and `optimized_metric`."""
+    def _evaluate_and_publish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = pl_module.g_steps
+        results = self.evaluate(pl_module, trainer.global_rank, trainer.world_size)
+        # to trainer.callback_metrics for checkpoint monitors and `optimized_metric`
         trainer.callback_metrics.update({k: v.cpu() for k, v in results.items()})
         values = {k: v.item() for k, v in results.items()}
+        self.history.append((pl_module.g_steps, values))
         log.info(
             "Evaluation at generator step %d: %s",
             pl_module.g_steps,
             ", ".join(f"{k}={v:.4g}" for k, v in values.items()),
         )
         if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(values, step=logger_step(trainer))
+            step = logger_step(trainer)
+            pictures = self.plots(pl_module.g_steps)
+            for logger in trainer.loggers:  # at this step only: not repeated until the next evaluation
+                logger.log_metrics(values, step=step)
+                for key, picture in pictures.items():
+                    log_image(logger, key, picture, step)
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Tensor]:
+    # ---- scoring (no Trainer needed) --------------------------------------------------------
+    def evaluate(self, pl_module, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
         """Generate this rank's share of samples, update the metrics, compute them across ranks."""
-        self._last_step = pl_module.g_steps
-        rank, world = trainer.global_rank, trainer.world_size
+        if self.real is None:
+            raise RuntimeError("Evaluation.prepare(datamodule, device) must run before evaluate()")
         device = pl_module.device
         metrics = self._build_metrics(device)
-        real_features, _ = self.real
         for name, metric in metrics.items():  # each rank adds a disjoint shard: synced states hold each real once
-            if name in ("fid", "kid", "precision_recall", "density_coverage"):
-                metric.update(real_features[rank::world], real=True)
+            if name in _REAL:
+                metric.update(self.real[rank::world], real=True)
         # the same latents at every evaluation, whatever the number of ranks: rank r takes rows r, r + world, ...
         latents = pl_module.sample_latent(self.num_samples, torch.Generator().manual_seed(self.seed))[rank::world]
+        points = []
         for z in latents.split(self.batch_size):
-            features, classes = self._embed(pl_module.sample(z, ema=self.ema), device)
+            samples = pl_module.sample(z, ema=self.ema)
+            embedding = self.features(samples.float())
+            if self.features.name == "points":
+                points.append(samples.float().cpu())
             for name, metric in metrics.items():
                 if name == "modes":
-                    metric.update(classes)
+                    metric.update(embedding.modes, embedding.quality)
+                elif name == "is":
+                    metric.update(embedding.logits)
                 else:
-                    metric.update(features, real=False)
+                    metric.update(embedding.features, real=False)
+        self.points = torch.cat(points) if points else None
         results = {}
-        for name, metric in metrics.items():
-            value = metric.compute()
-            if name == "kid":
-                value = {"kid": value[0]}
-            results.update(value if isinstance(value, dict) else {name: value})
+        with torch.random.fork_rng(devices=[]):  # KID / IS draw subsets: fixed, and training's RNG untouched
+            torch.manual_seed(self.seed)
+            for name, metric in metrics.items():
+                value = metric.compute()
+                if name in ("kid", "is"):
+                    value = value[0]  # (mean, std) over subsets / splits: the mean
+                if name == "modes":
+                    self.histogram = (metric.histogram.cpu(), metric.good_histogram.cpu())
+                results.update(value if isinstance(value, dict) else {name: value})
         return {f"val/{k}": v.float() for k, v in results.items()}
 
     def _build_metrics(self, device: torch.device) -> dict[str, torchmetrics.Metric]:
-        d = self.real[0].shape[1]
+        d = self.real.shape[1]
+        fewest = min(self.num_samples, self.num_real)
         factories = {
             "fid": lambda: FrechetInceptionDistance(feature=Identity(d)),
-            "kid": lambda: KernelInceptionDistance(feature=Identity(d), subset_size=min(1000, self.num_samples // 2)),
+            "kid": lambda: OrderFreeKID(feature=Identity(d), subset_size=min(1000, fewest // 2)),
+            "is": lambda: OrderFreeIS(feature=Identity(0), splits=10),
             "precision_recall": PrecisionRecall,
             "density_coverage": DensityCoverage,
-            "modes": lambda: ClassModes(num_classes=10),
+            "modes": lambda: ClassModes(self.features.num_modes, report_quality=self.features.name == "points"),
         }
-        return {name: factories[name]().to(device) for name in self.metrics}
+        with warnings.catch_warnings():  # "KID / IS keep all features": bounded here by num_samples
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            return {name: factories[name]().to(device) for name in self.metrics}
+
+    def plots(self, g_step: int) -> dict[str, Tensor]:
+        """The last evaluation's mode histogram (and 2D scatter), saved under `dirpath`, keyed for the loggers."""
+        from gankit import plots  # matplotlib: imported only when drawing
+
+        pictures = {}
+        save = (lambda name: self.dirpath / f"{name}_g_step_{g_step:07d}.png") if self.dirpath else (lambda name: None)
+        if self.histogram is not None:
+            counts, captured = self.histogram
+            pictures["val/mode_histogram"] = plots.mode_histogram(
+                counts, f"generator step {g_step}", save("modes"), captured
+            )
+        if self.points is not None:
+            pictures["val/scatter"] = plots.mixture_scatter(
+                self.points, self.features.means, self.features.std, f"generator step {g_step}", save("scatter")
+            )
+        return pictures

@@ -1,4 +1,4 @@
-"""Fixed-noise sample grids: a PNG in the run directory and an image in every logger that takes one."""
+"""Fixed-noise sample grids (scatters for 2D data): a PNG in the run directory and an image in every logger."""
 
 from __future__ import annotations
 
@@ -75,11 +75,17 @@ class SampleGrid(L.Callback):
         if step == self._last_written or not trainer.is_global_zero:
             return None
         self._last_written = step
-        images = pl_module.sample(self.fixed_z, ema=self.ema).float().cpu()  # [N, C, H, W] in [-1, 1]
-        grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=(-1, 1), padding=2)
+        samples = pl_module.sample(self.fixed_z, ema=self.ema).float().cpu()  # [N, C, H, W] in [-1, 1]
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"g_step_{step:07d}.png"
-        save_image(grid, path)
+        if samples.ndim == 2:  # 2D points: a scatter over the data's modes
+            from gankit.plots import mixture_scatter
+
+            dm = trainer.datamodule
+            grid = mixture_scatter(samples, dm.means, dm.std, f"generator step {step}", path)
+        else:
+            grid = make_grid(samples, nrow=self.nrow, normalize=True, value_range=(-1, 1), padding=2)
+            save_image(grid, path)
         for logger in trainer.loggers:
             log_image(logger, "samples/grid", grid, logger_step(trainer))
         return path

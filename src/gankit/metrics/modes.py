@@ -1,4 +1,9 @@
-"""Mode counts from class predictions: how many classes the generator covers and how evenly."""
+"""Mode counts: how many modes the generator covers and how evenly.
+
+Classifier features (digits, stacked digits) assign every sample a mode. For the 2D mixtures every
+sample has a nearest mode, but only a high-quality one (within 3 std of it) counts towards
+capturing that mode, as in VEEGAN and PacGAN.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,35 @@ from torchmetrics import Metric
 
 
 class ClassModes(Metric):
-    """Histogram of predicted classes -> modes covered and KL(generated histogram || uniform).
+    """Histograms of modes -> `modes` (covered), `mode_kl` = KL(generated histogram || uniform), and
+    `high_quality` (the fraction of high-quality samples) when quality flags are given.
 
-    KL is 0 for a generator that produces every class equally often and log(num_classes) for one
-    that produces a single class.
+    KL is 0 for a generator that produces every mode equally often and log(num_classes) for one that
+    produces a single mode. It is computed over every sample's (nearest) mode, the "reverse KL" of
+    PacGAN's tables.
     """
 
     full_state_update = False
 
-    def __init__(self, num_classes: int = 10, **kwargs) -> None:
+    def __init__(self, num_classes: int = 10, report_quality: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.num_classes = num_classes
+        self.num_classes, self.report_quality = num_classes, report_quality
         self.add_state("counts", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("good_counts", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, predicted: Tensor) -> None:
-        self.counts += torch.bincount(predicted.flatten().long(), minlength=self.num_classes)
+    def update(self, modes: Tensor, quality: Tensor | None = None) -> None:
+        """modes: [N] mode index of each sample; quality: [N] bool, True for high-quality samples."""
+        modes = modes.flatten().long()
+        self.counts += torch.bincount(modes, minlength=self.num_classes)
+        good = modes if quality is None else modes[quality.flatten().bool()]
+        self.good_counts += torch.bincount(good, minlength=self.num_classes)
 
     def compute(self) -> dict[str, Tensor]:
+        self.histogram, self.good_histogram = self.counts.clone(), self.good_counts.clone()  # synced: for plots
         p = self.counts.double() / self.counts.sum()
         nonzero = p > 0
         kl = (p[nonzero] * torch.log(p[nonzero] * self.num_classes)).sum()
-        return {"modes": nonzero.sum().double(), "mode_kl": kl}
+        out = {"modes": (self.good_counts > 0).sum().double(), "mode_kl": kl}
+        if self.report_quality:
+            out["high_quality"] = self.good_counts.sum().double() / self.counts.sum()
+        return out

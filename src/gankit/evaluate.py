@@ -1,0 +1,91 @@
+"""evaluate(cfg): score a checkpoint with the evaluation metrics, print a table and write metrics.json.
+
+The model and data are rebuilt from the training run's own config (`<run>/.hydra/config.yaml`,
+found next to the checkpoint's `checkpoints/` folder), so a checkpoint is scored on exactly the
+data and networks it was trained with; the metrics are the run's unless `metrics=` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gankit.callbacks.evaluation import Evaluation
+from gankit.training import _report_user_errors, check_data_kind
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Scores of the checkpoint at `cfg.ckpt_path`; a user error exits with one message (see training.train)."""
+    with _report_user_errors(Path(cfg.paths.output_dir)):
+        return _evaluate(cfg)
+
+
+def run_config(ckpt_path: Path) -> DictConfig:
+    """The training config of the run that wrote `ckpt_path`."""
+    candidates = [parent / ".hydra" / "config.yaml" for parent in ckpt_path.resolve().parents[:3]]
+    for path in candidates:
+        if path.is_file():
+            return OmegaConf.load(path)
+    raise FileNotFoundError(
+        f"no training config found for {ckpt_path}: looked for {', '.join(map(str, candidates))}. "
+        "eval.py scores checkpoints inside a gankit run directory (<run>/checkpoints/*.ckpt)."
+    )
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, float]:
+    ckpt_path = Path(cfg.ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} is not a file. Point it at a run's checkpoints/*.ckpt.")
+    train_cfg = run_config(ckpt_path)
+    # the eval job's own paths (output_dir, cache_dir) for anything the run's config interpolates
+    train_cfg.paths = cfg.paths
+    metrics_cfg = cfg.get("metrics") or train_cfg.get("metrics")
+    if not metrics_cfg or "evaluation" not in metrics_cfg or "_target_" not in metrics_cfg.evaluation:
+        raise ValueError("the run was trained without metrics: choose some, e.g. metrics=digits or metrics=inception")
+    train_cfg.metrics = metrics_cfg
+    if cfg.get("ema") is not None:
+        train_cfg.metrics.evaluation.ema = cfg.ema
+    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+
+    datamodule = instantiate(train_cfg.data)
+    check_data_kind(train_cfg, datamodule)
+    module = instantiate(train_cfg.model)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.to(device).eval()
+    g_step = checkpoint["global_step"] // (module.n_critic + 1)
+    evaluation: Evaluation = instantiate(train_cfg.metrics.evaluation)
+
+    evaluation.prepare(datamodule, device)
+    results = {k: v.item() for k, v in evaluation.evaluate(module).items()}
+    evaluation.plots(g_step)
+    report = {
+        "ckpt_path": str(ckpt_path.resolve()),
+        "g_step": g_step,
+        "metrics": results,
+        "protocol": evaluation.protocol(),
+    }
+    out = Path(cfg.paths.output_dir) / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
+    log.info("Wrote %s", out)
+    return results
+
+
+def format_table(report: dict) -> str:
+    """The scores as a two-column table, followed by the protocol they were measured under."""
+    rows = [("metric", "value"), *((k.removeprefix("val/"), f"{v:.4f}") for k, v in report["metrics"].items())]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{report['ckpt_path']} (generator step {report['g_step']})", ""]
+    lines += [f"  {name:<{width}}  {value:>10}" for name, value in rows]
+    lines.insert(3, f"  {'-' * width}  {'-' * 10}")
+    lines += ["", "protocol:"] + [f"  {k}: {v}" for k, v in report["protocol"].items()]
+    return "\n".join(lines)

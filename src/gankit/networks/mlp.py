@@ -1,0 +1,44 @@
+"""MLP generator and discriminator for low-dimensional data (the 2D mixtures of VEEGAN / PacGAN).
+
+Sizes follow PacGAN's toy experiments: G has 4 hidden layers of 400 units with batch norm, D 3
+hidden layers of 200 units.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def mlp(sizes: list[int], batch_norm: bool, activation: type[nn.Module]) -> nn.Sequential:
+    """Linear layers between consecutive `sizes`, each hidden one followed by [BN and] the activation."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers += [nn.BatchNorm1d(fan_out)] if batch_norm else []
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class Generator(nn.Module):
+    """z [N, latent_dim] -> points [N, dim] (unbounded)."""
+
+    def __init__(self, latent_dim: int = 2, dim: int = 2, width: int = 400, depth: int = 4, batch_norm: bool = True):
+        super().__init__()
+        self.latent_dim, self.dim = latent_dim, dim
+        self.net = mlp([latent_dim, *[width] * depth, dim], batch_norm, nn.ReLU)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class Discriminator(nn.Module):
+    """points [N, dim] -> logits [N]."""
+
+    def __init__(self, dim: int = 2, width: int = 200, depth: int = 3):
+        super().__init__()
+        self.dim = dim
+        self.net = mlp([dim, *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
