@@ -130,3 +130,21 @@ def test_training_does_not_depend_on_whether_the_cache_exists(cfg_factory, tmp_p
         weights.append(ckpt["state_dict"])
     for key, value in weights[0].items():
         torch.testing.assert_close(weights[1][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_best_checkpoint_holds_the_weights_of_the_best_evaluation(cfg_factory, tmp_path):
+    cfg = cfg_factory(f"paths.cache_dir={tmp_path / 'cache'}", "g_steps=8")  # digits: best_metric=val/fid, min
+    train(cfg)
+    fids = [float(r["val/fid"]) for r in read_metrics(Path(cfg.paths.output_dir)) if r["val/fid"]]
+    assert len(fids) == 4 and len(set(fids)) == 4  # generator steps 2, 4, 6, 8
+    best = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt", weights_only=False)
+    best_step = best["global_step"] // 2  # n_critic=1: two optimizer steps per generator step
+    assert best_step == 2 * (1 + fids.index(min(fids)))
+    evaluation_state = next(v for k, v in best["callbacks"].items() if k.startswith("Evaluation"))
+    assert evaluation_state["best"] == (pytest.approx(min(fids)), best_step)
+
+
+def test_best_metric_must_be_logged(cfg_factory):
+    cfg = cfg_factory("metrics.evaluation.metrics=[modes]")  # best_metric stays val/fid
+    with pytest.raises(SystemExit, match="best_metric=val/fid is not logged by these metrics"):
+        train(cfg)

@@ -208,7 +208,7 @@ def test_mode_histogram_marks_missing_modes_and_writes_a_png(tmp_path):
     from gankit import plots
 
     covered = plots.mode_histogram(torch.tensor([5, 3, 4, 6]), "all", tmp_path / "all.png")
-    assert covered.shape[0] == 3 and 0 <= covered.min() and covered.max() <= 1
+    assert covered.shape[0] == 3 and covered.min() >= 0 and covered.max() <= 1
     assert (tmp_path / "all.png").stat().st_size > 1000 and not _has_red(covered)
     missing = plots.mode_histogram(torch.tensor([5, 3, 4, 6]), "one lost", None, captured=torch.tensor([5, 0, 4, 6]))
     assert _has_red(missing)

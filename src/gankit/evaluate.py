@@ -50,6 +50,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     if not metrics_cfg or "evaluation" not in metrics_cfg or "_target_" not in metrics_cfg.evaluation:
         raise ValueError("the run was trained without metrics: choose some, e.g. metrics=digits or metrics=inception")
     train_cfg.metrics = metrics_cfg
+    train_cfg.metrics.evaluation.best_metric = None  # scoring only: no checkpoints written
     if cfg.get("ema") is not None:
         train_cfg.metrics.evaluation.ema = cfg.ema
     device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")

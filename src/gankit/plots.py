@@ -46,6 +46,7 @@ def mode_histogram(counts: Tensor, title: str, path: Path | None = None, capture
     else:  # 1,000 Stacked MNIST modes: sorted shares read better than 1,000 labels
         ax.bar(np.arange(k), np.sort(share)[::-1], width=1.0, color="tab:blue")
         ax.set_xlabel("modes, most frequent first")
+        ax.set_yscale("log")  # the uniform share (1e-3) next to a collapsed mode's (near 1)
     ax.axhline(1 / k, color="black", linestyle="--", linewidth=1, label="uniform")
     ax.set_ylabel("share of samples")
     ax.set_title(f"{title}: {(captured > 0).sum().item():.0f}/{k} modes")

@@ -70,6 +70,9 @@ class Evaluation(L.Callback):
         ema: bool = True,
         seed: int = 0,
         dirpath: str | None = None,
+        best_metric: str | None = None,
+        best_mode: str = "min",
+        best_path: str | None = None,
     ) -> None:
         super().__init__()
         unknown = set(metrics) - set(METRICS)
@@ -77,6 +80,8 @@ class Evaluation(L.Callback):
             raise ValueError(f"unknown metrics {sorted(unknown)}: choose from {', '.join(METRICS)}")
         if "is" in metrics and not features.has_logits:
             raise ValueError(f"the Inception score needs class logits, which the {features.name} features lack")
+        if best_metric is not None and best_mode not in ("min", "max"):
+            raise ValueError(f"metrics.evaluation.best_mode must be min or max, got {best_mode!r}")
         if num_samples < 2 or every_n_g_steps < 1 or batch_size < 1:
             raise ValueError("metrics.evaluation: num_samples >= 2, every_n_g_steps >= 1 and batch_size >= 1")
         self.features, self.metrics = features, tuple(metrics)
@@ -88,7 +93,16 @@ class Evaluation(L.Callback):
         self.histogram: tuple[Tensor, Tensor] | None = None  # the last evaluation's (all, high-quality) mode counts
         self.points: Tensor | None = None  # the last evaluation's 2D samples (this rank's share)
         self.history: list[tuple[int, dict[str, float]]] = []  # (generator step, values): read by CollapseMonitor
+        self.best_metric, self.best_mode = best_metric, best_mode
+        self.best_path = Path(best_path) if best_path else None
+        self.best: tuple[float, int] | None = None  # (value, generator step) of the best checkpoint
         self._last_step = -1
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best")
 
     def protocol(self) -> dict:
         """How the numbers are made: report it next to them (FIDs compare only under one protocol)."""
@@ -115,6 +129,12 @@ class Evaluation(L.Callback):
             raise ValueError(
                 f"mode counts need a classifier or known modes: the {self.features.name} features lack both"
             )
+        logged = self.logged_keys()
+        if self.best_metric is not None and self.best_metric not in logged:
+            raise ValueError(
+                f"metrics.evaluation.best_metric={self.best_metric} is not logged by these metrics "
+                f"({', '.join(logged)}); choose one of them, or null"
+            )
         if datamodule.train_set is None:
             datamodule.setup("fit")
         real_set = datamodule.train_set
@@ -125,6 +145,18 @@ class Evaluation(L.Callback):
             )
         self.features.to(device)
         self.real = self._real_features(datamodule, real_set, device, write_cache)
+
+    def logged_keys(self) -> list[str]:
+        """The `val/` keys the configured metrics log (after `features.check`, which sets the features up)."""
+        keys = {
+            "fid": ["fid"],
+            "kid": ["kid"],
+            "is": ["is"],
+            "precision_recall": ["precision", "recall"],
+            "density_coverage": ["density", "coverage"],
+            "modes": ["modes", "mode_kl"] + (["high_quality"] if self.features.name == "points" else []),
+        }
+        return [f"val/{key}" for name in self.metrics for key in keys[name]]
 
     def cache_key(self, datamodule) -> dict:
         """Everything the real features depend on."""
@@ -191,6 +223,7 @@ class Evaluation(L.Callback):
             pl_module.g_steps,
             ", ".join(f"{k}={v:.4g}" for k, v in values.items()),
         )
+        self._keep_best(trainer, pl_module.g_steps, values)
         if trainer.is_global_zero:
             step = logger_step(trainer)
             pictures = self.plots(pl_module.g_steps)
@@ -198,6 +231,23 @@ class Evaluation(L.Callback):
                 logger.log_metrics(values, step=step)
                 for key, picture in pictures.items():
                     log_image(logger, key, picture, step)
+
+    def _keep_best(self, trainer: L.Trainer, g_step: int, values: dict[str, float]) -> None:
+        """Save `best_path` when `best_metric` improved: the weights of exactly the evaluated step.
+
+        Every rank sees the same synced values, so all take the same decision (save_checkpoint is collective).
+        """
+        if self.best_metric is None or self.best_path is None:
+            return
+        value = values[self.best_metric]
+        if self.best is None:
+            better = value == value  # not NaN
+        else:
+            better = value < self.best[0] if self.best_mode == "min" else value > self.best[0]
+        if better:
+            self.best = (value, g_step)
+            trainer.save_checkpoint(self.best_path)
+            log.info("Best %s so far (%.4g at generator step %d): %s", self.best_metric, value, g_step, self.best_path)
 
     # ---- scoring (no Trainer needed) --------------------------------------------------------
     def evaluate(self, pl_module, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
