@@ -157,6 +157,12 @@ def test_mixture_scores_of_a_collapsed_and_a_lost_generator():
     far = ClassModes(8, report_quality=True)
     far.update(*_modes_and_quality(features(torch.zeros(100, 2))))  # the ring's centre: no mode
     assert far.compute()["modes"] == 0 and far.compute()["high_quality"] == 0
+    assert math.isnan(far.compute()["mode_kl"])  # no high-quality sample: no histogram to compare
+    half = ClassModes(8, report_quality=True)  # 2 modes, good samples split 3:1, plus junk that KL ignores
+    half.update(torch.tensor([0, 0, 0, 1, 2, 3]), torch.tensor([True, True, True, True, False, False]))
+    p = torch.tensor([0.75, 0.25], dtype=torch.float64)
+    assert half.compute()["mode_kl"].item() == pytest.approx((p * (p * 8).log()).sum().item())
+    assert half.compute()["modes"] == 2
 
 
 def _modes_and_quality(embedding):

@@ -11,11 +11,11 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gankit.callbacks.evaluation import Evaluation
+from gankit.checkpoints import load_module, pick_device
 from gankit.training import _report_user_errors, check_data_kind
 
 log = logging.getLogger(__name__)
@@ -27,25 +27,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         return _evaluate(cfg)
 
 
-def run_config(ckpt_path: Path) -> DictConfig:
-    """The training config of the run that wrote `ckpt_path`."""
-    candidates = [parent / ".hydra" / "config.yaml" for parent in ckpt_path.resolve().parents[:3]]
-    for path in candidates:
-        if path.is_file():
-            return OmegaConf.load(path)
-    raise FileNotFoundError(
-        f"no training config found for {ckpt_path}: looked for {', '.join(map(str, candidates))}. "
-        "eval.py scores checkpoints inside a gankit run directory (<run>/checkpoints/*.ckpt)."
-    )
-
-
 def _evaluate(cfg: DictConfig) -> dict[str, float]:
-    ckpt_path = Path(cfg.ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} is not a file. Point it at a run's checkpoints/*.ckpt.")
-    train_cfg = run_config(ckpt_path)
-    # the eval job's own paths (output_dir, cache_dir) for anything the run's config interpolates
-    train_cfg.paths = cfg.paths
+    device = pick_device(cfg.device)
+    train_cfg, module, g_step = load_module(cfg.ckpt_path, cfg.paths, device)
     metrics_cfg = cfg.get("metrics") or train_cfg.get("metrics")
     if not metrics_cfg or "evaluation" not in metrics_cfg or "_target_" not in metrics_cfg.evaluation:
         raise ValueError("the run was trained without metrics: choose some, e.g. metrics=digits or metrics=inception")
@@ -53,22 +37,15 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     train_cfg.metrics.evaluation.best_metric = None  # scoring only: no checkpoints written
     if cfg.get("ema") is not None:
         train_cfg.metrics.evaluation.ema = cfg.ema
-    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
-
     datamodule = instantiate(train_cfg.data)
     check_data_kind(train_cfg, datamodule)
-    module = instantiate(train_cfg.model)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    module.load_state_dict(checkpoint["state_dict"])
-    module.to(device).eval()
-    g_step = checkpoint["global_step"] // (module.n_critic + 1)
     evaluation: Evaluation = instantiate(train_cfg.metrics.evaluation)
 
     evaluation.prepare(datamodule, device)
     results = {k: v.item() for k, v in evaluation.evaluate(module).items()}
     evaluation.plots(g_step)
     report = {
-        "ckpt_path": str(ckpt_path.resolve()),
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
         "g_step": g_step,
         "metrics": results,
         "protocol": evaluation.protocol(),

@@ -5,6 +5,11 @@ One training batch is one discriminator step on that batch of real images. After
 data (as in WGAN-GP's reference algorithm). Lightning's `global_step` counts both optimizers'
 steps; the properties `d_steps` and `g_steps` say what happened in user terms, and are derived
 from it (so they survive a restart with the checkpoint, and need no state of their own).
+
+Building blocks any recipe switches on by config: PacGAN packing (`pack`), DiffAugment
+(`augment`), the WGAN-GP gradient penalty (`gp_weight`), R1 (`r1_gamma`, lazily every `r1_every`
+D steps), gradient-norm clipping, a generator EMA and separate G / D optimizers (TTUR). Spectral
+norm lives in the networks (`discriminator.spectral_norm`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from torch.nn.utils import clip_grad_norm_, get_total_norm
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from gankit.augment import DiffAugment
 from gankit.ema import GeneratorEMA
 from gankit.losses import get_loss
+from gankit.regularizers import gradient_penalty, pack, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -41,6 +48,11 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = None,
         g_scheduler: SchedulerFactory | None = None,
         d_scheduler: SchedulerFactory | None = None,
+        pack: int = 1,
+        gp_weight: float | None = None,
+        r1_gamma: float | None = None,
+        r1_every: int = 1,
+        augment: str | list[str] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -51,7 +63,19 @@ class GANModule(L.LightningModule):
         for name, value in (("g_clip_norm", g_clip_norm), ("d_clip_norm", d_clip_norm)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive gradient norm, or null for no clipping; got {value}")
+        for name, value in (("gp_weight", gp_weight), ("r1_gamma", r1_gamma)):
+            if value is not None and not value > 0:
+                raise ValueError(f"model.{name} must be positive, or null to switch it off; got {value}")
+        if int(r1_every) != r1_every or r1_every < 1:
+            raise ValueError(f"model.r1_every (D steps between R1 penalties) must be an integer >= 1, got {r1_every}")
+        if getattr(discriminator, "pack", 1) != pack:
+            raise ValueError(
+                f"model.pack={pack} but the discriminator takes {getattr(discriminator, 'pack', 1)} samples at once; "
+                "leave model.discriminator.pack at ${model.pack}"
+            )
         self.generator, self.discriminator = generator, discriminator
+        self.pack, self.gp_weight, self.r1_gamma, self.r1_every = int(pack), gp_weight, r1_gamma, int(r1_every)
+        self.augment = DiffAugment(augment) if augment else None
         self.latent_dim: int = generator.latent_dim
         self.loss_name, self.loss = loss, get_loss(loss)
         self.n_critic = int(n_critic)
@@ -108,8 +132,9 @@ class GANModule(L.LightningModule):
 
         with self.toggled_optimizer(opt_d):  # G frozen: its forward builds no graph
             fake = self.generator(self.sample_latent(n))
-            d_real, d_fake = self.discriminator(real), self.discriminator(fake)  # logits [N]
-            d_loss = self.loss.d(d_real, d_fake)
+            real_in, fake_in = self.d_input(real), self.d_input(fake)
+            d_real, d_fake = self.discriminator(real_in), self.discriminator(fake_in)  # logits [N / pack]
+            d_loss = self.loss.d(d_real, d_fake) + self._penalties(real_in, fake_in)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
@@ -123,7 +148,7 @@ class GANModule(L.LightningModule):
 
         if self.d_steps % self.n_critic == 0:  # this batch closes a cycle: one G step
             with self.toggled_optimizer(opt_g):  # D frozen: gradients reach G only
-                g_loss = self.loss.g(self.discriminator(self.generator(self.sample_latent(n))))
+                g_loss = self.loss.g(self.discriminator(self.d_input(self.generator(self.sample_latent(n)))))
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 opt_g.step()
@@ -133,6 +158,26 @@ class GANModule(L.LightningModule):
             out["g_loss"] = g_loss.detach()
             self.log("train/g_loss", out["g_loss"], prog_bar=True)
         return out  # detached: read by callbacks (e.g. the non-finite loss guard)
+
+    def d_input(self, x: Tensor) -> Tensor:
+        """What D sees of a batch: DiffAugment (same policy for real and fake), then PacGAN packing."""
+        if self.augment is not None:
+            x = self.augment(x)
+        return pack(x, self.pack)
+
+    def _penalties(self, real_in: Tensor, fake_in: Tensor) -> Tensor | float:
+        """Gradient penalty (WGAN-GP) and lazy R1 on D's inputs, logged; 0 when neither is on."""
+        total: Tensor | float = 0.0
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16 mixed precision only
+        if self.gp_weight is not None:
+            gp = gradient_penalty(self.discriminator, real_in, fake_in, scaler)
+            self.log("train/gradient_penalty", gp.detach())
+            total = total + self.gp_weight * gp
+        if self.r1_gamma is not None and self.d_steps % self.r1_every == 0:
+            r1 = r1_penalty(self.discriminator, real_in, scaler)
+            self.log("train/r1_penalty", r1.detach())
+            total = total + (self.r1_gamma / 2) * self.r1_every * r1  # lazy: weighted by the interval
+        return total
 
     def _step_scheduler(self, name: str) -> None:
         if self._schedulers[name] is not None:

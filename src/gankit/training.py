@@ -101,7 +101,15 @@ def check_data_kind(cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
 
 
 def check_compatible(module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
-    """The networks must make and take images of the data's size and channels."""
+    """The networks must make and take images of the data's size and channels; packs must fill batches."""
+    pack = getattr(module, "pack", 1)
+    if datamodule.batch_size % pack:
+        raise ValueError(
+            f"model.pack={pack} does not divide data.batch_size={datamodule.batch_size}: "
+            f"D judges groups of {pack} samples; choose a batch size that is a multiple of {pack}."
+        )
+    if getattr(module, "augment", None) is not None and getattr(datamodule, "points", False):
+        raise ValueError("model.augment (DiffAugment) transforms images; 2D point data takes none: model.augment=null")
     for net_name in ("generator", "discriminator"):
         net = getattr(module, net_name)
         for attr in ("resolution", "channels"):

@@ -17,8 +17,8 @@ class ClassModes(Metric):
     `high_quality` (the fraction of high-quality samples) when quality flags are given.
 
     KL is 0 for a generator that produces every mode equally often and log(num_classes) for one that
-    produces a single mode. It is computed over every sample's (nearest) mode, the "reverse KL" of
-    PacGAN's tables.
+    produces a single mode. With quality flags it is computed over the high-quality samples only,
+    the "reverse KL" of PacGAN's tables (NaN when there are none).
     """
 
     full_state_update = False
@@ -38,9 +38,9 @@ class ClassModes(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         self.histogram, self.good_histogram = self.counts.clone(), self.good_counts.clone()  # synced: for plots
-        p = self.counts.double() / self.counts.sum()
+        p = self.good_counts.double() / self.good_counts.sum()  # NaN when no sample counts
         nonzero = p > 0
-        kl = (p[nonzero] * torch.log(p[nonzero] * self.num_classes)).sum()
+        kl = (p[nonzero] * torch.log(p[nonzero] * self.num_classes)).sum() if nonzero.any() else p.sum()
         out = {"modes": (self.good_counts > 0).sum().double(), "mode_kl": kl}
         if self.report_quality:
             out["high_quality"] = self.good_counts.sum().double() / self.counts.sum()

@@ -6,6 +6,8 @@ import math
 
 from torch import Tensor, nn
 
+from gankit.networks.common import apply_spectral_norm, check_pack
+
 
 def check_resolution(resolution: int) -> int:
     """Number of stride-2 stages between 4x4 and `resolution`; raises for sizes DCGAN cannot build."""
@@ -67,15 +69,25 @@ class Discriminator(nn.Module):
 
     Stride-2 convolutions with LeakyReLU(0.2) down to 4x4, batch norm on all but the first;
     `batch_norm=False` gives the critic WGAN-GP needs (its penalty is per sample).
+    `pack=m` (PacGAN) takes m images stacked along channels, [N, m * channels, R, R];
+    `spectral_norm=True` normalises every layer (Miyato et al. 2018).
     """
 
-    def __init__(self, resolution: int = 64, channels: int = 3, base_width: int = 64, batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        resolution: int = 64,
+        channels: int = 3,
+        base_width: int = 64,
+        batch_norm: bool = True,
+        pack: int = 1,
+        spectral_norm: bool = False,
+    ) -> None:
         super().__init__()
         stages = check_resolution(resolution)
-        self.resolution, self.channels = resolution, channels
+        self.resolution, self.channels, self.pack = resolution, channels, check_pack(pack)
         width = base_width
         layers: list[nn.Module] = [
-            nn.Conv2d(channels, width, 4, 2, 1, bias=False),  # halves H and W
+            nn.Conv2d(channels * self.pack, width, 4, 2, 1, bias=False),  # halves H and W
             nn.LeakyReLU(0.2, True),
         ]
         for _ in range(stages - 1):
@@ -86,9 +98,11 @@ class Discriminator(nn.Module):
         layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        expected = (self.channels, self.resolution, self.resolution)
+        expected = (self.channels * self.pack, self.resolution, self.resolution)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected images of shape [N, {', '.join(map(str, expected))}], got {list(x.shape)}")
         return self.net(x).flatten()  # [N, C, R, R] -> [N]

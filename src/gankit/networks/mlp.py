@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from gankit.networks.common import apply_spectral_norm, check_pack
+
 
 def mlp(sizes: list[int], batch_norm: bool, activation: type[nn.Module]) -> nn.Sequential:
     """Linear layers between consecutive `sizes`, each hidden one followed by [BN and] the activation."""
@@ -33,12 +35,14 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """points [N, dim] -> logits [N]."""
+    """points [N, pack * dim] -> logits [N] (`pack=m`: m points side by side, PacGAN)."""
 
-    def __init__(self, dim: int = 2, width: int = 200, depth: int = 3):
+    def __init__(self, dim: int = 2, width: int = 200, depth: int = 3, pack: int = 1, spectral_norm: bool = False):
         super().__init__()
-        self.dim = dim
-        self.net = mlp([dim, *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2))
+        self.dim, self.pack = dim, check_pack(pack)
+        self.net = mlp([dim * self.pack, *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2))
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1)).squeeze(1)

@@ -1,0 +1,99 @@
+"""generate(cfg): look inside a trained generator: sample grid, latent interpolations, raw samples.
+
+Writes into the job's run directory (logs/generate/runs/<time>/):
+- `grid.png`: `grid_size` samples from seeded latents (for 2D data, `scatter.png` over the modes);
+- `interpolation.png`: `rows` rows, each walking from one latent to another along the great
+  circle (slerp: Gaussian latents live near a sphere, where a straight line would pass through
+  the improbable, low-norm middle) in `steps` steps (images only);
+- `samples.npy`: `num_samples` raw samples, float32 in the generator's range ([-1, 1] images as
+  [N, C, H, W], or [N, 2] points), and `samples/000000.png`, ... as 8-bit images, for external scorers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from gankit.checkpoints import load_module, pick_device
+from gankit.training import _report_user_errors
+
+log = logging.getLogger(__name__)
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between rows of a and b [N, d] at fractions t [T] -> [N, T, d].
+
+    Norms are interpolated linearly and directions along the great circle; parallel vectors fall
+    back to linear interpolation.
+    """
+    t = t.to(a)[None, :, None]
+    na, nb = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    ua, ub = a / na, b / nb
+    omega = torch.acos((ua * ub).sum(1, keepdim=True).clamp(-1, 1))[:, None]  # [N, 1, 1]
+    so = torch.sin(omega)
+    safe = so.abs() > 1e-6
+    wa = torch.where(safe, torch.sin((1 - t) * omega) / so.where(safe, 1.0), 1 - t)
+    wb = torch.where(safe, torch.sin(t * omega) / so.where(safe, 1.0), t)
+    direction = wa * ua[:, None] + wb * ub[:, None]
+    if not safe.all():  # linear fallback: renormalise the chord to a unit direction
+        direction = direction / direction.norm(dim=2, keepdim=True)
+    return direction * ((1 - t) * na[:, None] + t * nb[:, None])
+
+
+def generate(cfg: DictConfig) -> Path:
+    with _report_user_errors(Path(cfg.paths.output_dir)):
+        return _generate(cfg)
+
+
+def _generate(cfg: DictConfig) -> Path:
+    for key in ("num_samples", "grid_size", "nrow"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key} must be at least 1, got {cfg[key]}")
+    if cfg.interpolation.rows < 1 or cfg.interpolation.steps < 2:
+        raise ValueError("interpolation.rows >= 1 and interpolation.steps >= 2")
+    device = pick_device(cfg.device)
+    train_cfg, module, g_step = load_module(cfg.ckpt_path, cfg.paths, device)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = torch.Generator().manual_seed(cfg.seed)
+
+    def draw(z: Tensor) -> Tensor:
+        return torch.cat([module.sample(c, ema=cfg.ema).float().cpu() for c in z.split(cfg.batch_size)])
+
+    grid_samples = draw(module.sample_latent(cfg.grid_size, rng))
+    points = grid_samples.ndim == 2
+    if points:
+        from gankit.data.mixtures import mixture_means
+        from gankit.plots import mixture_scatter
+
+        means, std = mixture_means(train_cfg.data.kind)
+        mixture_scatter(
+            draw(module.sample_latent(cfg.num_samples, rng)),
+            means,
+            std,
+            f"generator step {g_step}",
+            out / "scatter.png",
+        )
+    else:
+        save_image(make_grid(grid_samples, nrow=cfg.nrow, normalize=True, value_range=(-1, 1)), out / "grid.png")
+        ends = module.sample_latent(2 * cfg.interpolation.rows, rng).cpu()
+        path = slerp(ends[0::2], ends[1::2], torch.linspace(0, 1, cfg.interpolation.steps))  # [rows, steps, d]
+        frames = draw(path.reshape(-1, path.shape[-1]).to(device))
+        grid = make_grid(frames, nrow=cfg.interpolation.steps, normalize=True, value_range=(-1, 1))
+        save_image(grid, out / "interpolation.png")
+
+    samples = draw(module.sample_latent(cfg.num_samples, rng))
+    np.save(out / "samples.npy", samples.numpy().astype(np.float32))
+    if cfg.png and not points:
+        folder = out / "samples"
+        folder.mkdir(exist_ok=True)
+        for i, image in enumerate(samples):
+            save_image((image + 1) / 2, folder / f"{i:06d}.png")  # 8-bit PNG of [0, 1]
+    log.info("Generator step %d: wrote %d samples and pictures to %s", g_step, cfg.num_samples, out)
+    return out
