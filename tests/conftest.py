@@ -82,3 +82,11 @@ def _isolate_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory) -> Path:
+    """A random-weights file of torch-fidelity's InceptionV3 architecture (the real one cannot be fetched here)."""
+    from gankit.metrics import features
+
+    return features.write_random_inception_weights(tmp_path_factory.mktemp("inception") / features.INCEPTION_FILE)

@@ -83,6 +83,8 @@ def test_quiet_on_a_healthy_run(cfg_factory, caplog):
         "model.discriminator.width=128",
         "model.g_optimizer.lr=1e-3",
         "model.d_optimizer.lr=1e-3",
+        "model.g_optimizer.betas=[0.5,0.999]",
+        "model.d_optimizer.betas=[0.5,0.999]",
         "g_steps=300",
         "metrics.evaluation.every_n_g_steps=50",
         "metrics.evaluation.num_samples=1000",

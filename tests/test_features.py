@@ -20,12 +20,6 @@ from tests.conftest import write_images
 from tests.test_training import read_metrics
 
 
-@pytest.fixture(scope="session")
-def inception_weights(tmp_path_factory) -> Path:
-    """A random-weights file of torch-fidelity's InceptionV3 architecture (the real one cannot be fetched here)."""
-    return F.write_random_inception_weights(tmp_path_factory.mktemp("inception") / F.INCEPTION_FILE)
-
-
 @pytest.fixture
 def empty_torch_hub(tmp_path, monkeypatch) -> Path:
     """torch.hub's cache pointed at an empty folder: no Inception weights anywhere."""

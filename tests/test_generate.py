@@ -45,3 +45,23 @@ def test_generate_writes_grid_interpolation_and_raw_samples(tmp_path):
     width, height = Image.open(out / "interpolation.png").size
     assert (width, height) == (4 * 18 + 2, 3 * 18 + 2)  # 4 steps x 3 rows of 16px images, 2px padding
     assert (out / "grid.png").is_file()
+
+
+TRAVERSALS = ["traversal_categorical.png", "traversal_continuous_1.png"]
+
+
+@pytest.mark.parametrize(("model", "files"), [("cgan_dcgan", ["classes.png"]), ("infogan", TRAVERSALS)])
+def test_generate_class_grids_and_code_traversals(tmp_path, model, files):
+    env = {"GANKIT_LOG_DIR": str(tmp_path / "logs"), "GANKIT_CACHE_DIR": str(tmp_path / "cache")}
+    trained = run_cli("debug=fast", f"model={model}", "metrics=none", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "generate.py"), f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+         "num_samples=4", "png=false", "nrow=5", f"hydra.run.dir={tmp_path / 'gen'}"],
+        cwd=ROOT, env={**__import__("os").environ, "WANDB_MODE": "disabled", **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in files:
+        width, height = Image.open(tmp_path / "gen" / name).size
+        assert width == 5 * 18 + 2 or width == 10 * 18 + 2  # nrow columns (or interpolation.steps)
+        assert height == 10 * 18 + 2 or height == 8 * 18 + 2  # 10 classes / categories, or 8 rows

@@ -5,6 +5,8 @@ Writes into the job's run directory (logs/generate/runs/<time>/):
 - `interpolation.png`: `rows` rows, each walking from one latent to another along the great
   circle (slerp: Gaussian latents live near a sphere, where a straight line would pass through
   the improbable, low-norm middle) in `steps` steps (images only);
+- conditional models: `classes.png`, a row per class; InfoGAN: `traversal_categorical.png` and
+  `traversal_continuous_<i>.png`, one code varied, the others fixed;
 - `samples.npy`: `num_samples` raw samples, float32 in the generator's range ([-1, 1] images as
   [N, C, H, W], or [N, 2] points), and `samples/000000.png`, ... as 8-bit images, for external scorers.
 """
@@ -63,8 +65,13 @@ def _generate(cfg: DictConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(cfg.seed)
 
-    def draw(z: Tensor) -> Tensor:
-        return torch.cat([module.sample(c, ema=cfg.ema).float().cpu() for c in z.split(cfg.batch_size)])
+    def draw(z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if labels is None:  # conditional models: balanced classes 0, 1, ..., K-1, 0, ...
+            labels = module.balanced_labels(len(z))
+        if labels is None:
+            return torch.cat([module.sample(c, ema=cfg.ema).float().cpu() for c in z.split(cfg.batch_size)])
+        pairs = zip(z.split(cfg.batch_size), labels.split(cfg.batch_size), strict=True)
+        return torch.cat([module.sample(c, ema=cfg.ema, labels=y).float().cpu() for c, y in pairs])
 
     grid_samples = draw(module.sample_latent(cfg.grid_size, rng))
     points = grid_samples.ndim == 2
@@ -84,9 +91,16 @@ def _generate(cfg: DictConfig) -> Path:
         save_image(make_grid(grid_samples, nrow=cfg.nrow, normalize=True, value_range=(-1, 1)), out / "grid.png")
         ends = module.sample_latent(2 * cfg.interpolation.rows, rng).cpu()
         path = slerp(ends[0::2], ends[1::2], torch.linspace(0, 1, cfg.interpolation.steps))  # [rows, steps, d]
-        frames = draw(path.reshape(-1, path.shape[-1]).to(device))
+        rows = module.balanced_labels(cfg.interpolation.rows)  # conditional: one class per row
+        labels = None if rows is None else rows.repeat_interleave(cfg.interpolation.steps)
+        frames = draw(path.reshape(-1, path.shape[-1]).to(device), labels)
         grid = make_grid(frames, nrow=cfg.interpolation.steps, normalize=True, value_range=(-1, 1))
         save_image(grid, out / "interpolation.png")
+
+    if not points and module.num_classes is not None:
+        class_grid(module, cfg, rng, out)
+    if not points and module.info is not None:
+        traversals(module, cfg, rng, out)
 
     samples = draw(module.sample_latent(cfg.num_samples, rng))
     np.save(out / "samples.npy", samples.numpy().astype(np.float32))
@@ -97,3 +111,38 @@ def _generate(cfg: DictConfig) -> Path:
             save_image((image + 1) / 2, folder / f"{i:06d}.png")  # 8-bit PNG of [0, 1]
     log.info("Generator step %d: wrote %d samples and pictures to %s", g_step, cfg.num_samples, out)
     return out
+
+
+def _save_rows(images: Tensor, ncol: int, path: Path) -> None:
+    save_image(make_grid(images.float().cpu(), nrow=ncol, normalize=True, value_range=(-1, 1)), path)
+
+
+def class_grid(module, cfg: DictConfig, rng: torch.Generator, out: Path) -> None:
+    """`classes.png`: one row per class (the first 20), `nrow` samples each; column j shares its noise."""
+    rows = min(module.num_classes, 20)
+    z = module.sample_latent(cfg.nrow, rng).repeat(rows, 1)
+    labels = torch.arange(rows, device=z.device).repeat_interleave(cfg.nrow)
+    _save_rows(module.sample(z, ema=cfg.ema, labels=labels), cfg.nrow, out / "classes.png")
+
+
+def traversals(module, cfg: DictConfig, rng: torch.Generator, out: Path) -> None:
+    """InfoGAN: vary one code, keep the rest fixed.
+
+    `traversal_categorical.png`: row k sets the categorical code to k, column j shares noise and
+    continuous codes; `traversal_continuous_<i>.png`: row r is one latent, columns sweep code i
+    from -2 to 2 (beyond the training range [-1, 1], to show extrapolation).
+    """
+    info, steps = module.info, cfg.interpolation.steps
+    if info.categorical:
+        base = module.sample_latent(cfg.nrow, rng).repeat(info.categorical, 1)
+        _, cont = info.split(base)
+        cat = torch.arange(info.categorical, device=base.device).repeat_interleave(cfg.nrow)
+        z = info.compose(base[:, : info.noise_dim], cat, cont)
+        _save_rows(module.sample(z, ema=cfg.ema), cfg.nrow, out / "traversal_categorical.png")
+    for i in range(info.continuous):
+        base = module.sample_latent(cfg.interpolation.rows, rng).repeat_interleave(steps, 0)
+        cat, cont = info.split(base)
+        cont = cont.clone()
+        cont[:, i] = torch.linspace(-2, 2, steps, device=base.device).repeat(cfg.interpolation.rows)
+        z = info.compose(base[:, : info.noise_dim], cat, cont)
+        _save_rows(module.sample(z, ema=cfg.ema), steps, out / f"traversal_continuous_{i}.png")

@@ -25,6 +25,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from gankit.augment import DiffAugment
 from gankit.ema import GeneratorEMA
+from gankit.infogan import InfoCodes
 from gankit.losses import get_loss
 from gankit.regularizers import gradient_penalty, pack, r1_penalty
 
@@ -53,6 +54,9 @@ class GANModule(L.LightningModule):
         r1_gamma: float | None = None,
         r1_every: int = 1,
         augment: str | list[str] | None = None,
+        num_classes: int | None = None,
+        conditional: bool = False,
+        info: dict | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -73,10 +77,36 @@ class GANModule(L.LightningModule):
                 f"model.pack={pack} but the discriminator takes {getattr(discriminator, 'pack', 1)} samples at once; "
                 "leave model.discriminator.pack at ${model.pack}"
             )
+        if conditional and num_classes is None:
+            raise ValueError(
+                "this model is conditional, but the data has no labels (data.num_classes is null): "
+                "train it on labelled data (data=mnist, stacked_mnist, ring, grid) or choose an unconditional model"
+            )
+        self.num_classes: int | None = getattr(generator, "num_classes", None)
+        if num_classes is not None and num_classes != self.num_classes:
+            raise ValueError(
+                f"model.num_classes={num_classes} but the generator is conditioned on {self.num_classes}; "
+                "leave model.generator.num_classes at ${model.num_classes}"
+            )
+        if getattr(discriminator, "num_classes", None) != self.num_classes:
+            raise ValueError(
+                f"the generator is conditioned on {self.num_classes} classes but the discriminator on "
+                f"{getattr(discriminator, 'num_classes', None)}: set both num_classes alike"
+            )
+        if self.num_classes is not None and pack != 1:
+            raise ValueError("model.pack > 1 packs samples of different classes: a conditional model takes pack=1")
         self.generator, self.discriminator = generator, discriminator
+        self.latent_dim: int = generator.latent_dim
         self.pack, self.gp_weight, self.r1_gamma, self.r1_every = int(pack), gp_weight, r1_gamma, int(r1_every)
         self.augment = DiffAugment(augment) if augment else None
-        self.latent_dim: int = generator.latent_dim
+        self.info: InfoCodes | None = None
+        if info:
+            if not hasattr(discriminator, "feature_dim") or self.num_classes is not None or self.pack != 1:
+                raise ValueError(
+                    "model.info (InfoGAN) needs an unconditional, unpacked discriminator that exposes its features "
+                    "(the DCGAN one: model=infogan)"
+                )
+            self.info = InfoCodes(self.latent_dim, discriminator.feature_dim, **info)
         self.loss_name, self.loss = loss, get_loss(loss)
         self.n_critic = int(n_critic)
         self.clip_norm = {"g": g_clip_norm, "d": d_clip_norm}
@@ -97,27 +127,47 @@ class GANModule(L.LightningModule):
 
     # ---- sampling -----------------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """z ~ N(0, I), shape [n, latent_dim], on this module's device."""
+        """z ~ N(0, I), shape [n, latent_dim], on this module's device (InfoGAN: noise and codes)."""
+        if self.info is not None:
+            return self.info.sample(n, generator, self.device)[0]
         z = torch.randn(n, self.latent_dim, generator=generator)
         return z.to(self.device)
 
+    def balanced_labels(self, n: int) -> Tensor | None:
+        """Labels 0, 1, ..., K-1, 0, 1, ... for n samples of a conditional model; None otherwise."""
+        return None if self.num_classes is None else torch.arange(n, device=self.device) % self.num_classes
+
     @torch.no_grad()
-    def sample(self, z: Tensor, ema: bool = True) -> Tensor:
-        """Images for latents z, from the EMA generator when there is one, in eval mode."""
+    def sample(self, z: Tensor, ema: bool = True, labels: Tensor | None = None) -> Tensor:
+        """Samples for latents z (and labels, for a conditional model: balanced by default), from the EMA
+        generator when there is one, in eval mode."""
         net = self.generator_ema.module if ema and self.generator_ema is not None else self.generator
         was_training = net.training
         net.eval()
         try:
-            return net(z.to(self.device))
+            if self.num_classes is None:
+                return net(z.to(self.device))
+            labels = self.balanced_labels(len(z)) if labels is None else labels.to(self.device)
+            return net(z.to(self.device), labels)
         finally:
             net.train(was_training)
+
+    def _g(self, z: Tensor, y: Tensor | None) -> Tensor:
+        return self.generator(z) if y is None else self.generator(z, y)
+
+    def _d(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return self.discriminator(x) if y is None else self.discriminator(x, y)
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         configs = []
-        for name, net in (("g", self.generator), ("d", self.discriminator)):
+        q_head = list(self.info.parameters()) if self.info is not None else []  # InfoGAN's Q: part of D
+        for name, params in (
+            ("g", list(self.generator.parameters())),
+            ("d", [*self.discriminator.parameters(), *q_head]),
+        ):
             make_optimizer, make_scheduler = self._factories[name]
-            optimizer = make_optimizer(net.parameters())
+            optimizer = make_optimizer(params)
             config = {"optimizer": optimizer}
             if make_scheduler is not None:
                 self._schedulers[name] = make_scheduler(optimizer)
@@ -128,13 +178,17 @@ class GANModule(L.LightningModule):
     def training_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch  # [N, C, H, W] in [-1, 1]
         n = real.shape[0]
+        y_real = batch[1] if self.num_classes is not None else None  # conditional: the data's labels
         opt_g, opt_d = self.optimizers()
 
         with self.toggled_optimizer(opt_d):  # G frozen: its forward builds no graph
-            fake = self.generator(self.sample_latent(n))
+            y_fake = self._fake_labels(n)
+            z, codes = self._latent_and_codes(n)
+            fake = self._g(z, y_fake)
             real_in, fake_in = self.d_input(real), self.d_input(fake)
-            d_real, d_fake = self.discriminator(real_in), self.discriminator(fake_in)  # logits [N / pack]
-            d_loss = self.loss.d(d_real, d_fake) + self._penalties(real_in, fake_in)
+            d_real = self._d(real_in, y_real)  # logits [N / pack]
+            d_fake, info_loss = self._d_fake(fake_in, y_fake, codes)
+            d_loss = self.loss.d(d_real, d_fake) + self._penalties(real_in, fake_in, y_real, y_fake) + info_loss
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
@@ -148,7 +202,12 @@ class GANModule(L.LightningModule):
 
         if self.d_steps % self.n_critic == 0:  # this batch closes a cycle: one G step
             with self.toggled_optimizer(opt_g):  # D frozen: gradients reach G only
-                g_loss = self.loss.g(self.discriminator(self.d_input(self.generator(self.sample_latent(n)))))
+                y_fake = self._fake_labels(n)
+                z, codes = self._latent_and_codes(n)
+                d_fake, info_loss = self._d_fake(self.d_input(self._g(z, y_fake)), y_fake, codes)
+                g_loss = self.loss.g(d_fake) + info_loss
+                if self.info is not None:
+                    self.log("train/info_loss", info_loss.detach())
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 opt_g.step()
@@ -165,16 +224,38 @@ class GANModule(L.LightningModule):
             x = self.augment(x)
         return pack(x, self.pack)
 
-    def _penalties(self, real_in: Tensor, fake_in: Tensor) -> Tensor | float:
-        """Gradient penalty (WGAN-GP) and lazy R1 on D's inputs, logged; 0 when neither is on."""
+    def _latent_and_codes(self, n: int) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        if self.info is None:
+            return self.sample_latent(n), None
+        z, cat, cont = self.info.sample(n, device=self.device)
+        return z, (cat, cont)
+
+    def _d_fake(self, fake_in: Tensor, y: Tensor | None, codes) -> tuple[Tensor, Tensor | float]:
+        """D's logits on fakes, and InfoGAN's code-recovery loss from the same pass (0 without InfoGAN)."""
+        if codes is None:
+            return self._d(fake_in, y), 0.0
+        logits, features = self.discriminator(fake_in, features=True)
+        return logits, self.info.loss(features, *codes)
+
+    def _fake_labels(self, n: int) -> Tensor | None:
+        """Classes for generated samples: uniform over the K classes (None for an unconditional model)."""
+        return None if self.num_classes is None else torch.randint(self.num_classes, (n,), device=self.device)
+
+    def _penalties(self, real_in: Tensor, fake_in: Tensor, y_real: Tensor | None, y_fake: Tensor | None):
+        """Gradient penalty (WGAN-GP) and lazy R1 on D's inputs, logged; 0 when neither is on.
+
+        A conditional D is penalised at the real labels (GP interpolates images, not labels, as
+        in conditional WGAN-GP practice).
+        """
         total: Tensor | float = 0.0
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16 mixed precision only
+        critic = lambda x: self._d(x, y_real)  # noqa: E731
         if self.gp_weight is not None:
-            gp = gradient_penalty(self.discriminator, real_in, fake_in, scaler)
+            gp = gradient_penalty(critic, real_in, fake_in, scaler)
             self.log("train/gradient_penalty", gp.detach())
             total = total + self.gp_weight * gp
         if self.r1_gamma is not None and self.d_steps % self.r1_every == 0:
-            r1 = r1_penalty(self.discriminator, real_in, scaler)
+            r1 = r1_penalty(critic, real_in, scaler)
             self.log("train/r1_penalty", r1.detach())
             total = total + (self.r1_gamma / 2) * self.r1_every * r1  # lazy: weighted by the interval
         return total
@@ -186,8 +267,7 @@ class GANModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Clip and log the gradient norm of the network about to step (gradients already unscaled under AMP)."""
         name = "g" if optimizer is self.optimizers()[0].optimizer else "d"
-        net = self.generator if name == "g" else self.discriminator
-        params = [p for p in net.parameters() if p.grad is not None]
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         max_norm = self.clip_norm[name]
         if max_norm is not None:
             norm = clip_grad_norm_(params, max_norm)  # returns the norm before clipping

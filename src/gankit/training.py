@@ -108,6 +108,14 @@ def check_compatible(module: L.LightningModule, datamodule: L.LightningDataModul
             f"model.pack={pack} does not divide data.batch_size={datamodule.batch_size}: "
             f"D judges groups of {pack} samples; choose a batch size that is a multiple of {pack}."
         )
+    want = getattr(module, "num_classes", None)
+    if want is not None and getattr(datamodule, "num_classes", None) != want:
+        have = getattr(datamodule, "num_classes", None)
+        raise ValueError(
+            f"the model is conditioned on {want} classes, but the data "
+            + ("has no labels" if have is None else f"has {have}")
+            + "; a conditional model needs labelled data with as many classes (model.num_classes)."
+        )
     if getattr(module, "augment", None) is not None and getattr(datamodule, "points", False):
         raise ValueError("model.augment (DiffAugment) transforms images; 2D point data takes none: model.augment=null")
     for net_name in ("generator", "discriminator"):

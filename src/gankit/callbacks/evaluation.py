@@ -261,9 +261,14 @@ class Evaluation(L.Callback):
                 metric.update(self.real[rank::world], real=True)
         # the same latents at every evaluation, whatever the number of ranks: rank r takes rows r, r + world, ...
         latents = pl_module.sample_latent(self.num_samples, torch.Generator().manual_seed(self.seed))[rank::world]
+        # conditional models: balanced classes, by global sample index (the same under any number of ranks)
+        labels = torch.arange(self.num_samples, device=device)[rank::world] % (
+            getattr(pl_module, "num_classes", 0) or 1
+        )
         points = []
-        for z in latents.split(self.batch_size):
-            samples = pl_module.sample(z, ema=self.ema)
+        for z, y in zip(latents.split(self.batch_size), labels.split(self.batch_size), strict=True):
+            kwargs = {"labels": y} if getattr(pl_module, "num_classes", None) else {}
+            samples = pl_module.sample(z, ema=self.ema, **kwargs)
             embedding = self.features(samples.float())
             if self.features.name == "points":
                 points.append(samples.float().cpu())

@@ -37,6 +37,12 @@ class GANDataModule(L.LightningDataModule):
                 f"Lower data.batch_size to at most {max(share, 1)}."
             )
 
+    def check_num_classes(self, given: int | None) -> None:
+        """`data.num_classes` is read by conditional models; it must say what the data has."""
+        if given is not None and given != self.num_classes:
+            have = "no labels" if self.num_classes is None else f"{self.num_classes} classes"
+            raise ValueError(f"data.num_classes={given}, but this data set has {have}; leave it at its default")
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.train_set = self.build_train_set()

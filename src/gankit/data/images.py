@@ -59,11 +59,13 @@ class ImageFolderDataModule(GANDataModule):
         channels: int = 3,
         crop: int | None = None,
         flip: bool = False,
+        num_classes: int | None = None,
         batch_size: int = 64,
         num_workers: int = 4,
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
+        self.check_num_classes(num_classes)
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
         self.resolution, self.channels, self.crop, self.flip = resolution, channels, crop, flip

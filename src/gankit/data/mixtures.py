@@ -47,6 +47,7 @@ class GaussianMixture(GANDataModule):
     def __init__(
         self,
         kind: str = "ring",
+        num_classes: int | None = None,
         num_samples: int = 100_000,
         seed: int = 0,
         batch_size: int = 500,
@@ -57,6 +58,7 @@ class GaussianMixture(GANDataModule):
         self.kind = kind
         self.means, self.std = mixture_means(kind)
         self.num_classes = len(self.means)
+        self.check_num_classes(num_classes)
         self.num_samples, self.seed = num_samples, seed
         self.check_size(num_samples)
 

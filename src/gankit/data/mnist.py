@@ -42,6 +42,7 @@ class EmbeddedMNIST(GANDataModule):
         self,
         resolution: int = 32,
         channels: int = 1,
+        num_classes: int | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool | None = None,
@@ -52,6 +53,7 @@ class EmbeddedMNIST(GANDataModule):
         if resolution < 8:
             raise ValueError(f"data.resolution must be at least 8 for MNIST digits, got {resolution}")
         self.resolution = resolution
+        self.check_num_classes(num_classes)
         self.check_size(NUM_DIGITS)
 
     def build_train_set(self) -> TensorDataset:

@@ -38,6 +38,7 @@ class StackedMNIST(GANDataModule):
         self,
         resolution: int = 32,
         channels: int = 3,
+        num_classes: int | None = None,
         num_samples: int = 50_000,
         seed: int = 0,
         batch_size: int = 64,
@@ -50,6 +51,7 @@ class StackedMNIST(GANDataModule):
         if resolution < 8:
             raise ValueError(f"data.resolution must be at least 8 for MNIST digits, got {resolution}")
         self.resolution, self.num_samples, self.seed = resolution, num_samples, seed
+        self.check_num_classes(num_classes)
         self.check_size(num_samples)
 
     def build_train_set(self) -> StackedDigits:

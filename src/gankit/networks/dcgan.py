@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
-from gankit.networks.common import apply_spectral_norm, check_pack
+from gankit.networks.common import apply_spectral_norm, check_labels, check_pack, one_hot
 
 
 def check_resolution(resolution: int) -> int:
@@ -35,15 +36,25 @@ class Generator(nn.Module):
 
     A 4x4 projection, then stride-2 transposed convolutions that halve the width as they double
     the size: at resolution 64 and base_width 64 the widths are 512, 256, 128, 64.
+    `num_classes=K` makes it conditional the classic way (Mirza & Osindero 2014): the one-hot label
+    is concatenated to z, and forward takes labels y [N].
     """
 
-    def __init__(self, latent_dim: int = 100, resolution: int = 64, channels: int = 3, base_width: int = 64) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        resolution: int = 64,
+        channels: int = 3,
+        base_width: int = 64,
+        num_classes: int | None = None,
+    ) -> None:
         super().__init__()
         stages = check_resolution(resolution)
         self.latent_dim, self.resolution, self.channels = latent_dim, resolution, channels
+        self.num_classes = num_classes
         width = base_width * 2 ** (stages - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, width, 4, 1, 0, bias=False),  # [N, nz, 1, 1] -> 4x4
+            nn.ConvTranspose2d(latent_dim + (num_classes or 0), width, 4, 1, 0, bias=False),  # [N, nz, 1, 1] -> 4x4
             nn.BatchNorm2d(width),
             nn.ReLU(True),
         ]
@@ -58,9 +69,11 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"expected z of shape [N, {self.latent_dim}], got {list(z.shape)}")
+        if check_labels(y, self.num_classes, len(z)) is not None:
+            z = torch.cat([z, one_hot(y, self.num_classes, z)], 1)
         return self.net(z[:, :, None, None])  # [N, nz] -> [N, C, R, R]
 
 
@@ -70,7 +83,8 @@ class Discriminator(nn.Module):
     Stride-2 convolutions with LeakyReLU(0.2) down to 4x4, batch norm on all but the first;
     `batch_norm=False` gives the critic WGAN-GP needs (its penalty is per sample).
     `pack=m` (PacGAN) takes m images stacked along channels, [N, m * channels, R, R];
-    `spectral_norm=True` normalises every layer (Miyato et al. 2018).
+    `spectral_norm=True` normalises every layer (Miyato et al. 2018); `num_classes=K` makes it
+    conditional by concatenating one-hot label maps to the image channels.
     """
 
     def __init__(
@@ -81,13 +95,15 @@ class Discriminator(nn.Module):
         batch_norm: bool = True,
         pack: int = 1,
         spectral_norm: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         stages = check_resolution(resolution)
         self.resolution, self.channels, self.pack = resolution, channels, check_pack(pack)
+        self.num_classes = num_classes
         width = base_width
         layers: list[nn.Module] = [
-            nn.Conv2d(channels * self.pack, width, 4, 2, 1, bias=False),  # halves H and W
+            nn.Conv2d(channels * self.pack + (num_classes or 0), width, 4, 2, 1, bias=False),  # halves H and W
             nn.LeakyReLU(0.2, True),
         ]
         for _ in range(stages - 1):
@@ -97,12 +113,20 @@ class Discriminator(nn.Module):
             width *= 2
         layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False)]  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)
+        self.feature_dim = width * 4 * 4  # the trunk's output before the last conv (InfoGAN's Q head reads it)
         self.apply(dcgan_init)
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None, features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits [N]; with `features=True` also the trunk's features [N, feature_dim]."""
         expected = (self.channels * self.pack, self.resolution, self.resolution)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected images of shape [N, {', '.join(map(str, expected))}], got {list(x.shape)}")
-        return self.net(x).flatten()  # [N, C, R, R] -> [N]
+        if check_labels(y, self.num_classes, len(x)) is not None:
+            maps = one_hot(y, self.num_classes, x)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, maps], 1)
+        if not features:
+            return self.net(x).flatten()  # [N, C, R, R] -> [N]
+        h = self.net[:-1](x)
+        return self.net[-1](h).flatten(), h.flatten(1)

@@ -6,9 +6,10 @@ hidden layers of 200 units.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from gankit.networks.common import apply_spectral_norm, check_pack
+from gankit.networks.common import apply_spectral_norm, check_labels, check_pack, one_hot
 
 
 def mlp(sizes: list[int], batch_norm: bool, activation: type[nn.Module]) -> nn.Sequential:
@@ -23,26 +24,47 @@ def mlp(sizes: list[int], batch_norm: bool, activation: type[nn.Module]) -> nn.S
 
 
 class Generator(nn.Module):
-    """z [N, latent_dim] -> points [N, dim] (unbounded)."""
+    """z [N, latent_dim] -> points [N, dim] (unbounded); conditional on labels y [N] with `num_classes` (one-hot)."""
 
-    def __init__(self, latent_dim: int = 2, dim: int = 2, width: int = 400, depth: int = 4, batch_norm: bool = True):
+    def __init__(
+        self,
+        latent_dim: int = 2,
+        dim: int = 2,
+        width: int = 400,
+        depth: int = 4,
+        batch_norm: bool = True,
+        num_classes: int | None = None,
+    ):
         super().__init__()
-        self.latent_dim, self.dim = latent_dim, dim
-        self.net = mlp([latent_dim, *[width] * depth, dim], batch_norm, nn.ReLU)
+        self.latent_dim, self.dim, self.num_classes = latent_dim, dim, num_classes
+        self.net = mlp([latent_dim + (num_classes or 0), *[width] * depth, dim], batch_norm, nn.ReLU)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if check_labels(y, self.num_classes, len(z)) is not None:
+            z = torch.cat([z, one_hot(y, self.num_classes, z)], 1)
         return self.net(z)
 
 
 class Discriminator(nn.Module):
     """points [N, pack * dim] -> logits [N] (`pack=m`: m points side by side, PacGAN)."""
 
-    def __init__(self, dim: int = 2, width: int = 200, depth: int = 3, pack: int = 1, spectral_norm: bool = False):
+    def __init__(
+        self,
+        dim: int = 2,
+        width: int = 200,
+        depth: int = 3,
+        pack: int = 1,
+        spectral_norm: bool = False,
+        num_classes: int | None = None,
+    ):
         super().__init__()
-        self.dim, self.pack = dim, check_pack(pack)
-        self.net = mlp([dim * self.pack, *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2))
+        self.dim, self.pack, self.num_classes = dim, check_pack(pack), num_classes
+        self.net = mlp([dim * self.pack + (num_classes or 0), *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2))
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1)).squeeze(1)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        x = x.flatten(1)
+        if check_labels(y, self.num_classes, len(x)) is not None:
+            x = torch.cat([x, one_hot(y, self.num_classes, x)], 1)
+        return self.net(x).squeeze(1)

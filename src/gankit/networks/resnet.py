@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gankit.networks.common import apply_spectral_norm, check_pack
+from gankit.networks.common import apply_spectral_norm, check_labels, check_pack
 
 SUPPORTED = (32, 64, 128)
 
@@ -48,16 +48,37 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class GBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int) -> None:
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are looked up per class (de Vries et al. 2017; SNGAN-projection's G)."""
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
         super().__init__()
-        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.gain, self.bias = nn.Embedding(num_classes, num_features), nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.gain(y)[:, :, None, None] * self.bn(x) + self.bias(y)[:, :, None, None]
+
+
+class GBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, num_classes: int | None = None) -> None:
+        super().__init__()
+        if num_classes:
+            self.bn1, self.bn2 = ConditionalBatchNorm2d(c_in, num_classes), ConditionalBatchNorm2d(c_out, num_classes)
+        else:
+            self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conditional = bool(num_classes)
         self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1), nn.Conv2d(c_out, c_out, 3, 1, 1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h))))
+    def _bn(self, bn: nn.Module, x: Tensor, y: Tensor | None) -> Tensor:
+        return bn(x, y) if self.conditional else bn(x)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = F.interpolate(F.relu(self._bn(self.bn1, x, y)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self._bn(self.bn2, self.conv1(h), y)))
         return h + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
@@ -84,25 +105,43 @@ class DBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """z [N, latent_dim] -> images [N, channels, resolution, resolution] in [-1, 1]."""
+    """z [N, latent_dim] -> images [N, channels, resolution, resolution] in [-1, 1].
 
-    def __init__(self, latent_dim: int = 128, resolution: int = 32, channels: int = 3, base_width: int | None = None):
+    `num_classes=K`: conditional batch norm in every residual block; forward takes labels y [N].
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        resolution: int = 32,
+        channels: int = 3,
+        base_width: int | None = None,
+        num_classes: int | None = None,
+    ):
         super().__init__()
         base_width = base_width or (256 if resolution == 32 else 64)
         w = generator_widths(resolution, base_width)
         self.latent_dim, self.resolution, self.channels = latent_dim, resolution, channels
+        self.num_classes = num_classes
         self.project = nn.Linear(latent_dim, 4 * 4 * w[0])
-        self.blocks = nn.Sequential(*(GBlock(a, b) for a, b in zip(w[:-1], w[1:], strict=True)))
+        self.blocks = nn.ModuleList(GBlock(a, b, num_classes) for a, b in zip(w[:-1], w[1:], strict=True))
         self.out = nn.Sequential(nn.BatchNorm2d(w[-1]), nn.ReLU(), nn.Conv2d(w[-1], channels, 3, 1, 1), nn.Tanh())
         self.apply(_init)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        y = check_labels(y, self.num_classes, len(z))
         h = self.project(z).reshape(z.shape[0], -1, 4, 4)
-        return self.out(self.blocks(h))
+        for block in self.blocks:
+            h = block(h, y)
+        return self.out(h)
 
 
 class Discriminator(nn.Module):
-    """images [N, pack * channels, R, R] -> logits [N]; spectral norm on every layer unless switched off."""
+    """images [N, pack * channels, R, R] -> logits [N]; spectral norm on every layer unless switched off.
+
+    `num_classes=K`: the projection discriminator (Miyato & Koyama 2018): the logit gains the inner
+    product of a learned class embedding with the pooled features; forward takes labels y [N].
+    """
 
     def __init__(
         self,
@@ -111,8 +150,10 @@ class Discriminator(nn.Module):
         base_width: int | None = None,
         pack: int = 1,
         spectral_norm: bool = True,
+        num_classes: int | None = None,
     ):
         super().__init__()
+        self.num_classes = num_classes
         base_width = base_width or (128 if resolution == 32 else 64)
         plan = discriminator_plan(resolution, base_width)
         self.resolution, self.channels, self.pack = resolution, channels, check_pack(pack)
@@ -123,10 +164,17 @@ class Discriminator(nn.Module):
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.linear = nn.Linear(c_in, 1)
+        self.embed = nn.Embedding(num_classes, c_in) if num_classes else None
         self.apply(_init)
+        if self.embed is not None:
+            nn.init.xavier_uniform_(self.embed.weight)
         if spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.blocks(x))
-        return self.linear(h.sum(dim=(2, 3))).flatten()
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        y = check_labels(y, self.num_classes, len(x))
+        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # global sum pool [N, C]
+        out = self.linear(h).flatten()
+        if y is not None:
+            out = out + (self.embed(y) * h).sum(1)
+        return out
