@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,17 +28,22 @@ def test_slerp_endpoints_norms_and_great_circle():
     torch.testing.assert_close(same, torch.tensor([2.0, 0.0, 0.0]))
 
 
-def test_generate_writes_grid_interpolation_and_raw_samples(tmp_path):
+def train_then_generate(tmp_path: Path, train_args: list[str], generate_args: list[str]) -> Path:
+    """A debug run through the CLI, then generate.py on its last checkpoint; returns generate's run directory."""
     env = {"GANKIT_LOG_DIR": str(tmp_path / "logs"), "GANKIT_CACHE_DIR": str(tmp_path / "cache")}
-    trained = run_cli("debug=fast", "metrics=none", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    trained = run_cli("debug=fast", "metrics=none", *train_args, f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
     result = subprocess.run(
         [sys.executable, str(ROOT / "generate.py"), f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
-         "num_samples=12", "interpolation.rows=3", "interpolation.steps=4", f"hydra.run.dir={tmp_path / 'gen'}"],
-        cwd=ROOT, env={**__import__("os").environ, "WANDB_MODE": "disabled", **env}, capture_output=True, text=True,
+         *generate_args, f"hydra.run.dir={tmp_path / 'gen'}"],
+        cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled", **env}, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    out = tmp_path / "gen"
+    return tmp_path / "gen"
+
+
+def test_generate_writes_grid_interpolation_and_raw_samples(tmp_path):
+    out = train_then_generate(tmp_path, [], ["num_samples=12", "interpolation.rows=3", "interpolation.steps=4"])
     samples = np.load(out / "samples.npy")
     assert samples.shape == (12, 1, 16, 16) and samples.dtype == np.float32
     assert samples.min() >= -1 and samples.max() <= 1
@@ -52,16 +59,8 @@ TRAVERSALS = ["traversal_categorical.png", "traversal_continuous_1.png"]
 
 @pytest.mark.parametrize(("model", "files"), [("cgan_dcgan", ["classes.png"]), ("infogan", TRAVERSALS)])
 def test_generate_class_grids_and_code_traversals(tmp_path, model, files):
-    env = {"GANKIT_LOG_DIR": str(tmp_path / "logs"), "GANKIT_CACHE_DIR": str(tmp_path / "cache")}
-    trained = run_cli("debug=fast", f"model={model}", "metrics=none", f"hydra.run.dir={tmp_path / 'run'}", env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "generate.py"), f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
-         "num_samples=4", "png=false", "nrow=5", f"hydra.run.dir={tmp_path / 'gen'}"],
-        cwd=ROOT, env={**__import__("os").environ, "WANDB_MODE": "disabled", **env}, capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    out = train_then_generate(tmp_path, [f"model={model}"], ["num_samples=4", "png=false", "nrow=5"])
     for name in files:
-        width, height = Image.open(tmp_path / "gen" / name).size
+        width, height = Image.open(out / name).size
         assert width == 5 * 18 + 2 or width == 10 * 18 + 2  # nrow columns (or interpolation.steps)
         assert height == 10 * 18 + 2 or height == 8 * 18 + 2  # 10 classes / categories, or 8 rows

@@ -79,10 +79,18 @@ def test_conditional_evaluation_and_samples_use_balanced_labels(cfg_factory):
     assert len(rows) == 2
 
 
-def test_conditional_generation_respects_the_requested_class(cfg_factory):
-    """cgan_mlp on the ring, labels = modes: a sample asked for mode k lands nearest to mode k."""
+def trained_module(cfg):
+    """The run's GANModule with its last checkpoint's weights."""
     from hydra.utils import instantiate
 
+    module = instantiate(cfg.model)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    module.load_state_dict(ckpt["state_dict"])
+    return module
+
+
+def test_conditional_generation_respects_the_requested_class(cfg_factory):
+    """cgan_mlp on the ring, labels = modes: a sample asked for mode k lands nearest to mode k."""
     from gankit.data.mixtures import mixture_means
     from gankit.metrics.features import MixtureFeatures
 
@@ -98,9 +106,7 @@ def test_conditional_generation_respects_the_requested_class(cfg_factory):
         "model.d_optimizer.lr=1e-3",
     )
     train(cfg)
-    module = instantiate(cfg.model)
-    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
-    module.load_state_dict(ckpt["state_dict"])
+    module = trained_module(cfg)
     labels = torch.arange(800) % 8
     points = module.sample(torch.randn(800, module.latent_dim), ema=False, labels=labels)
     features = MixtureFeatures()
@@ -128,8 +134,6 @@ def test_infogan_q_loss_falls(cfg_factory):
 @pytest.mark.slow
 def test_conditional_dcgan_draws_the_requested_digit(cfg_factory):
     """cgan_dcgan on the embedded MNIST: the digits classifier reads the requested class (about 2 min on 2 cores)."""
-    from hydra.utils import instantiate
-
     from gankit.metrics.digits import load_digits_net
 
     cfg = cfg_factory(
@@ -143,9 +147,7 @@ def test_conditional_dcgan_draws_the_requested_digit(cfg_factory):
         "model.generator.latent_dim=64",
     )
     train(cfg)
-    module = instantiate(cfg.model)
-    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
-    module.load_state_dict(ckpt["state_dict"])
+    module = trained_module(cfg)
     labels = torch.arange(500) % 10
     predicted = load_digits_net().classify(module.sample(torch.randn(500, 64), ema=False, labels=labels)).argmax(1)
     assert (predicted == labels).float().mean() > 0.3  # chance: 0.1; measured 0.61
