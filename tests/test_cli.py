@@ -47,8 +47,14 @@ def test_wandb_falls_back_to_offline_when_the_server_is_unreachable(tmp_path, mo
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="DDP with 2 processes needs 2 cores")
-def test_ddp_two_processes_keep_replicas_identical(tmp_path):
-    """Both ranks train on different shards; gradients are averaged, so weights stay equal."""
+@pytest.mark.parametrize(
+    "recipe", [[], ["model=wgan_gp", "model.r1_gamma=1.0", "g_steps=2"]], ids=["dcgan", "penalties"]
+)
+def test_ddp_two_processes_keep_replicas_identical(tmp_path, recipe):
+    """Both ranks train on different shards; gradients are averaged, so weights stay equal.
+
+    With the gradient penalty and R1 (double backward through D) as well.
+    """
     result = run_cli(
         "debug=fast",
         "trainer=ddp",
@@ -59,13 +65,14 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path):
         "logger=csv",
         "+callbacks.digest._target_=tests.helpers.ReplicaDigest",
         f"+callbacks.digest.dirpath={tmp_path}",
+        *recipe,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"weights_rank{r}.pt") for r in (0, 1))
     assert rank0["seen"] != rank1["seen"]  # disjoint shards of the data
     for name in rank0["params"]:
         torch.testing.assert_close(rank0["params"][name], rank1["params"][name], msg=name)
-    assert rank0["g_steps"] == rank1["g_steps"] == 3
+    assert rank0["g_steps"] == rank1["g_steps"] == (2 if recipe else 3)
 
 
 def test_wandb_credentials_from_netrc(tmp_path, monkeypatch):
