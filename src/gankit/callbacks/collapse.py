@@ -71,10 +71,10 @@ class CollapseMonitor(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, *args) -> None:
         raised = self._check_evaluations(trainer)
         if outputs and "d_auc" in outputs and pl_module.g_steps >= self.warmup:
-            self._auc_sum += float(outputs["d_auc"])  # one sync per step; the step itself syncs far more
+            self._auc_sum = self._auc_sum + outputs["d_auc"].detach()  # stays on the device: no sync per step
             self._auc_count += 1
             if self._auc_count >= self.d_window:
-                mean = self._auc_sum / self._auc_count
+                mean = float(self._auc_sum) / self._auc_count  # one sync per window
                 self._auc_sum, self._auc_count = 0.0, 0
                 winning = trainer.strategy.reduce_boolean_decision(mean >= self.d_auc, all=False)
                 raised += self._signal(
