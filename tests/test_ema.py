@@ -37,3 +37,25 @@ def test_warm_up_shortens_the_average_early():
 def test_bad_decay(decay):
     with pytest.raises(ValueError, match="ema_decay=null"):
         GeneratorEMA(nn.Linear(1, 1), decay)
+
+
+def test_standing_statistics_fit_the_averaged_weights():
+    """After an update the EMA's BN statistics are the live generator's; standing statistics replace
+    them by those of the averaged weights (the mean of the first layer's outputs over the passes)."""
+    from gankit.networks.mlp import Generator as MLPGenerator
+
+    torch.manual_seed(0)
+    live = MLPGenerator(latent_dim=4, dim=2, width=8, depth=2)
+    ema = GeneratorEMA(live, decay=0.5)
+    with torch.no_grad():
+        for p in live.parameters():
+            p.add_(torch.randn_like(p))  # the live weights move away from the average
+        live.train()(torch.randn(64, 4) * 3)  # and collect statistics of their own
+    ema.update(live, step=1000)
+    assert ema.stale
+    torch.testing.assert_close(ema.module.net[1].running_mean, live.net[1].running_mean)  # copied
+    inputs = [torch.randn(32, 4) for _ in range(3)]
+    ema.standing_statistics(lambda i: (inputs[i],), batches=3)
+    first_layer = ema.module.net[0](torch.cat(inputs))
+    torch.testing.assert_close(ema.module.net[1].running_mean, first_layer.mean(0), rtol=1e-5, atol=1e-6)
+    assert not ema.stale and ema.module.net[1].momentum == live.net[1].momentum  # restored

@@ -109,7 +109,8 @@ def test_ema_generator_is_saved_and_used_for_samples(cfg_factory):
     live = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
     assert ema.keys() == live.keys()
     assert not torch.equal(ema["net.0.weight"], live["net.0.weight"])  # averaged, not copied
-    torch.testing.assert_close(ema["net.1.running_mean"], live["net.1.running_mean"])  # buffers copied
+    # the last samples re-estimated the EMA's BN statistics for its own weights (standing statistics)
+    assert not torch.allclose(ema["net.1.running_mean"], live["net.1.running_mean"])
 
 
 def test_image_folder_recursive(cfg_factory, tmp_path):

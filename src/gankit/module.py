@@ -141,7 +141,7 @@ class GANModule(L.LightningModule):
     def sample(self, z: Tensor, ema: bool = True, labels: Tensor | None = None) -> Tensor:
         """Samples for latents z (and labels, for a conditional model: balanced by default), from the EMA
         generator when there is one, in eval mode."""
-        net = self.generator_ema.module if ema and self.generator_ema is not None else self.generator
+        net = self._ema_generator() if ema and self.generator_ema is not None else self.generator
         was_training = net.training
         net.eval()
         try:
@@ -151,6 +151,19 @@ class GANModule(L.LightningModule):
             return net(z.to(self.device), labels)
         finally:
             net.train(was_training)
+
+    def _ema_generator(self) -> nn.Module:
+        """The EMA generator, its batch-norm statistics re-estimated once per update (fixed latents:
+        the same on every rank and at every call)."""
+        if self.generator_ema.stale:
+            rng = torch.Generator().manual_seed(0)
+
+            def draw_inputs(i: int) -> tuple:
+                z = self.sample_latent(256, rng)
+                return (z,) if self.num_classes is None else (z, self.balanced_labels(256))
+
+            self.generator_ema.standing_statistics(draw_inputs)
+        return self.generator_ema.module
 
     def _g(self, z: Tensor, y: Tensor | None) -> Tensor:
         return self.generator(z) if y is None else self.generator(z, y)
