@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gankit.callbacks.evaluation import Identity
 from gankit.data.mixtures import GaussianMixture, mixture_means
 from gankit.data.mnist import load_embedded_digits
 from gankit.data.stacked_mnist import StackedMNIST
@@ -177,24 +178,15 @@ def test_kid_and_is_do_not_depend_on_sample_order():
     order = torch.randperm(200)
     values = []
     for perm in (torch.arange(200), order):
-        kid = OrderFreeKID(feature=_Identity(16), subset_size=50, subsets=20)
+        kid = OrderFreeKID(feature=Identity(16), subset_size=50, subsets=20)
         kid.update(real[perm], real=True)
         kid.update(fake[perm], real=False)
-        inception = OrderFreeIS(feature=_Identity(10), splits=4)
+        inception = OrderFreeIS(feature=Identity(10), splits=4)
         inception.update(logits[perm])
         torch.manual_seed(1)
         values.append((kid.compute()[0].item(), inception.compute()[0].item()))
     assert values[0] == pytest.approx(values[1], rel=1e-6)
     assert values[0][0] > 0 and values[0][1] > 1
-
-
-class _Identity(torch.nn.Module):
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, x):
-        return x
 
 
 # ---- pictures ----------------------------------------------------------------------------------------

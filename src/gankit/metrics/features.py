@@ -159,9 +159,6 @@ class MixtureFeatures(FeatureSpace):
         self.std = float(datamodule.std)
         self.num_modes = len(self.means)
 
-    def key(self) -> dict:
-        return {"features": self.name}
-
     def protocol(self) -> str:
         return f"2D points; high quality = within {self.quality_stds:g} std of the nearest mode"
 
