@@ -128,7 +128,11 @@ def main() -> None:
                 weights = str(F.write_random_inception_weights(Path(tmp) / F.INCEPTION_FILE))
             n = args.num_samples
             real = TensorDataset(torch.rand(n, 3, 32, 32) * 2 - 1)  # timing only: content does not matter
-            fake_dm = type("RealImages", (), {"train_set": real, "channels": 3, "resolution": 32})()
+            fake_dm = type(
+                "RealImages",
+                (),
+                {"train_set": real, "channels": 3, "resolution": 32, "decode": staticmethod(lambda x: x)},
+            )()
             module3 = instantiate(cfg.model, generator={"channels": 3}, discriminator={"channels": 3}).to(device)
             module3.trainer = None
             evaluation = Evaluation(

@@ -73,8 +73,13 @@ def write_images(
     return paths
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("gankit-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolate_wandb(tmp_path, monkeypatch):
+def _isolate_wandb(tmp_path, monkeypatch, _session_cache):
     """No test reads the developer's W&B credentials or torch.hub cache, or writes outside tmp_path."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -82,6 +87,7 @@ def _isolate_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("GANKIT_CACHE_DIR", str(_session_cache))  # real features and prepared data, per session
 
 
 @pytest.fixture(scope="session")

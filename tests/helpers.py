@@ -19,3 +19,17 @@ class ReplicaDigest(L.Callback):
             {"params": params, "seen": self.seen, "g_steps": pl_module.g_steps},
             f"{self.dirpath}/weights_rank{trainer.global_rank}.pt",
         )
+
+
+class SeenBatches(L.Callback):
+    """Each rank saves the (epoch, real batch) pairs it trained on."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath, self.seen = dirpath, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        self.seen.append((trainer.current_epoch, images.detach().cpu().clone()))
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(self.seen, f"{self.dirpath}/seen_rank{trainer.global_rank}.pt")

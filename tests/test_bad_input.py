@@ -80,7 +80,7 @@ def test_help_lists_the_config_groups():
     assert result.returncode == 0
     for group in (
         "model: cgan, cgan_dcgan, cgan_mlp, dcgan, dcgan_minimax, gan_mlp, infogan, lsgan, sngan, wgan_gp",
-        "data: celeba, grid, image_folder, mnist, ring, stacked_mnist",
+        "data: celeba, cifar10, grid, image_folder, mnist, mnist_full, ring, stacked_mnist",
         "metrics: base, digits, inception, mixture, none, stacked_mnist",
         "logger: csv, none, tensorboard, wandb",
         "trainer: cpu, ddp, default, gpu",

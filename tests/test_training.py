@@ -153,9 +153,9 @@ def test_celeba_crop_then_resize(tmp_path):
     pixels[:20] = 255  # white top band, cut away by the 178x178 center crop
     Image.fromarray(pixels.numpy()).save(folder / "000001.png")
     Image.fromarray(pixels.numpy()).save(folder / "000002.jpg", quality=100)
-    dm = CelebADataModule(str(tmp_path), resolution=32, flip=False, batch_size=1)
+    dm = CelebADataModule(str(tmp_path), resolution=32, flip=False, batch_size=1, cache_dir=str(tmp_path / "cache"))
     dm.setup("fit")
-    image = dm.train_set[0]
+    image = dm.decode(dm.train_set[0])
     assert image.shape == (3, 32, 32)
     assert image.max() < -0.9  # all black, in [-1, 1]
 

@@ -192,7 +192,10 @@ class Evaluation(L.Callback):
         # fork: a DataLoader draws its seed from the global RNG, and training must not depend on the cache
         with torch.random.fork_rng(devices=[]):
             loader = DataLoader(Subset(real_set, range(self.num_real)), batch_size=self.batch_size, shuffle=False)
-            parts = [self.features((b[0] if isinstance(b, (list, tuple)) else b).to(device)).features for b in loader]
+            parts = [
+                self.features(datamodule.decode((b[0] if isinstance(b, (list, tuple)) else b).to(device))).features
+                for b in loader
+            ]
         features = torch.cat(parts)
         if write_cache:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,51 @@
 
 from __future__ import annotations
 
+import os
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+
+
+class EpochShards(DistributedSampler):
+    """The order of one process's samples: each epoch a permutation drawn from (seed, epoch), cut to a
+    multiple of the process count, of which rank r takes every world_size-th index.
+
+    So the ranks' shards of an epoch are disjoint, every epoch is shuffled differently, and the
+    order is reproducible from the seed (also after a restart: it depends on the epoch only).
+    Lightning calls `set_epoch` and, as this is a DistributedSampler, keeps it under DDP. With
+    `batch_size`, it yields lists of indices: the data set then reads a whole batch at once.
+    """
+
+    def __init__(self, dataset: Dataset, world_size: int, rank: int, seed: int, batch_size: int | None = None):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        if self.batch_size is None:
+            return iter(indices)
+        return (indices[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size))
+
+    def __len__(self) -> int:
+        return super().__len__() if self.batch_size is None else super().__len__() // self.batch_size
+
+
+class IndexSet(Dataset):
+    """Indices as a data set: the device-resident path loads only these and gathers images on the device."""
+
+    batched = True
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int | list[int]) -> Tensor:
+        return torch.as_tensor(index)
 
 
 class GANDataModule(L.LightningDataModule):
@@ -18,6 +60,8 @@ class GANDataModule(L.LightningDataModule):
     resolution: int
     channels: int
     num_classes: int | None = None  # None: unlabeled
+    flip: bool = False  # uint8 data sets: random horizontal flips, done on the batch on its device
+    on_device: bool = False  # uint8 data sets: the whole set kept on the accelerator
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool | None = None) -> None:
         super().__init__()
@@ -26,6 +70,7 @@ class GANDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: Dataset | None = None
+        self._resident: list[Tensor] | None = None  # on_device: the whole set on the accelerator
 
     def check_size(self, num_images: int, world_size: int = 1) -> None:
         """Fail with a clear message when one process's share of the data cannot fill a batch."""
@@ -54,12 +99,43 @@ class GANDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the run's `seed` (set by seed_everything)
+        data = IndexSet(len(self.train_set)) if self.on_device else self.train_set
+        batched = isinstance(data, TensorDataset) or getattr(data, "batched", False)
+        sampler = EpochShards(data, world_size, rank, seed, self.batch_size if batched else None)
         return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,  # under DDP Lightning swaps in a DistributedSampler that keeps this
-            drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            data,
+            batch_size=None if batched else self.batch_size,  # batched: the sampler yields whole batches
+            sampler=sampler,
+            drop_last=not batched,
+            num_workers=0 if self.on_device else self.num_workers,
+            pin_memory=self.pin_memory and not self.on_device,
+            persistent_workers=self.num_workers > 0 and not self.on_device,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """On the batch's device: gather it (device-resident sets), uint8 -> [-1, 1], random flips."""
+        if self.on_device:
+            batch = self._gather(batch)
+        images, *rest = batch if isinstance(batch, (list, tuple)) else (batch,)
+        images = self.decode(images)
+        if self.flip:  # per image, from the global RNG (seeded)
+            flip = torch.rand(len(images), device=images.device) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(3), images)
+        return [images, *rest] if rest else images
+
+    @staticmethod
+    def decode(images: Tensor) -> Tensor:
+        """Images as the model wants them: uint8 [N, C, H, W] -> float in [-1, 1]; float ones pass."""
+        return images.float().div_(127.5).sub_(1.0) if images.dtype == torch.uint8 else images
+
+    def _gather(self, index: Tensor):
+        """index [N] on the device -> the batch, from the whole set copied there once."""
+        if self._resident is None or self._resident[0].device != index.device:
+            data = self.train_set
+            tensors = data.tensors if isinstance(data, TensorDataset) else data.tensors()
+            self._resident = [t.to(index.device) for t in tensors]
+        parts = [t[index] for t in self._resident]
+        return parts if len(parts) > 1 else parts[0]
