@@ -133,6 +133,9 @@ def main() -> None:
     loader = torch.utils.data.DataLoader(folder, batch_size=b, shuffle=True, num_workers=w, drop_last=True)
     baseline = rate(loader, 16, 2, lambda batch: _to(batch[0], device))
     rows.append((f"torchvision ImageFolder + transforms, {w} workers", baseline))
+    loader = torch.utils.data.DataLoader(folder, batch_size=b, shuffle=True, num_workers=0, drop_last=True)
+    baseline_main = rate(loader, 8, 1, lambda batch: _to(batch[0], device))
+    rows.append(("torchvision ImageFolder + transforms, in the main process", baseline_main))
 
     # ---- preparing the cache -----------------------------------------------------------------------
     prepared = dm(cache=True)
@@ -149,6 +152,10 @@ def main() -> None:
     loader = prepared.train_dataloader()
     cached_rate = rate(loader, batches, 2, on_device(prepared))
     rows.append((f"prepared cache (memory map), {w} workers", cached_rate))
+    in_main = dm(num_workers=0)
+    in_main.setup("fit")
+    in_main_rate = rate(in_main.train_dataloader(), batches, 2, on_device(in_main))
+    rows.append(("prepared cache (memory map), in the main process", in_main_rate))
     resident = dm(on_device=True)
     resident.setup("fit")
     resident_rate = rate(resident.train_dataloader(), batches, 2, on_device(resident))
@@ -161,6 +168,9 @@ def main() -> None:
     print(f"\n{'path':<58} {'images/s':>10} {'x ImageFolder':>14} {'x training':>11}")
     for name, value in rows:
         print(f"{name:<58} {value:10.0f} {value / baseline:14.1f} {value / train_rate:11.1f}")
+    print(f"(x ImageFolder: against ImageFolder with {w} workers)")
+    print(f"same workers: prepared / ImageFolder = {cached_rate / baseline:.1f} with {w} workers, ", end="")
+    print(f"{in_main_rate / baseline_main:.1f} in the main process")
 
     # ---- memory with 1, 2, 4 workers --------------------------------------------------------------------
     size_mb = os.path.getsize(prepared.train_set.path) / 2**20

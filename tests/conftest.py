@@ -45,11 +45,13 @@ def cfg_factory(tmp_path):
     return factory
 
 
-def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python train.py args...` in a subprocess, as a user would type it."""
+def run_cli(
+    *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300, script: str = "train.py"
+) -> subprocess.CompletedProcess:
+    """`python train.py args...` (or another entry point) in a subprocess, as a user would type it."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

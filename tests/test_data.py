@@ -44,6 +44,23 @@ def _odd_files(folder: Path) -> dict[str, str]:
     return {"truncated.jpg": "bad", "empty.png": "bad", "text.png": "bad"}
 
 
+def test_prepare_command_then_training_reuses_the_cache(tmp_path):
+    write_images(tmp_path / "imgs", 6, size=(24, 24))
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff")  # a JPEG header, then nothing
+    common = ["data=image_folder", f"data.root={tmp_path / 'imgs'}", "data.batch_size=2", "data.resolution=16"]
+    env = {"GANKIT_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_cli(*common, f"hydra.run.dir={tmp_path / 'prep'}", script="prepare.py", env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "Skipped 1 of 7 files" in out and "Ready: 6 images of (3, 16, 16)" in out
+    result = run_cli(*common, "debug=fast", "metrics=none", f"hydra.run.dir={tmp_path / 'train'}", env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "Preparing" not in out and "stale" not in out  # the cache prepare.py wrote
+    missing = run_cli("data=celeba", f"data.root={tmp_path / 'nowhere'}", script="prepare.py", env=env)
+    assert missing.returncode == 1 and "no CelebA images found" in missing.stderr
+
+
 def test_prepared_array_equals_direct_decoding(tmp_path):
     paths = write_images(tmp_path / "imgs" / "a", 3, size=(40, 30)) + write_images(
         tmp_path / "imgs" / "b", 2, size=(20, 50), suffix=".png", seed=1

@@ -18,6 +18,7 @@ RECIPES = {
     "wgan_gp": [],
     "sngan": ["data.resolution=32"],
     "gan_mlp": ["data=ring"],
+    "gan_mlp_r1": ["data=ring"],
     "dcgan+pack+r1+augment": [
         "model.pack=2",
         "model.r1_gamma=1.0",
@@ -42,6 +43,10 @@ def test_recipe_trains(cfg_factory, recipe):
     losses = [float(r["train/d_loss"]) for r in rows if r.get("train/d_loss")]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     if "r1" in recipe:
+        assert any(r.get("train/r1_penalty") for r in rows)
+    if model == "gan_mlp_r1":  # the learning rates decay linearly to 0 over the run's g_steps
+        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+        assert [opt["param_groups"][0]["lr"] for opt in ckpt["optimizer_states"]] == [0.0, 0.0]
         assert any(r.get("train/r1_penalty") for r in rows)
     if model == "wgan_gp":
         assert any(r.get("train/gradient_penalty") for r in rows)

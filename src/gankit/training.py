@@ -73,6 +73,21 @@ def _fit(cfg: DictConfig) -> float | None:
     return optimized_metric(trainer, cfg.get("optimized_metric"))
 
 
+def prepare(cfg: DictConfig) -> None:
+    """`prepare.py`: build the data set's cache (or download it) and say what it holds."""
+    with _report_user_errors(Path(cfg.paths.output_dir)):
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        images = datamodule.train_set
+        shape = tuple(images[0][0].shape if isinstance(images[0], (list, tuple)) else images[0].shape)
+        log.info("Ready: %d images of %s (labels: %s)", len(images), shape, datamodule.num_classes or "none")
+        cache = getattr(datamodule, "cache", None)
+        if cache is not None and getattr(datamodule, "cache_enabled", False):
+            skipped = (cache.dir / "skipped.txt").read_text().splitlines()
+            log.info("Prepared cache: %s (%d unreadable files skipped, listed in skipped.txt)", cache.dir, len(skipped))
+
+
 def run_length(cfg: DictConfig, module: L.LightningModule) -> dict:
     """Trainer limits from `g_steps` (generator updates): Lightning's max_steps counts D and G steps."""
     if cfg.trainer.get("max_steps", -1) not in (-1, None):

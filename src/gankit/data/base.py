@@ -34,6 +34,16 @@ class EpochShards(DistributedSampler):
         return super().__len__() if self.batch_size is None else super().__len__() // self.batch_size
 
 
+def random_hflip(images: Tensor) -> Tensor:
+    """Each image [N, C, H, W] mirrored left-right with probability 1/2 (global RNG, so seeded)."""
+    mask = torch.rand(len(images), device=images.device) < 0.5
+    if images.device.type == "cpu":  # numpy's reversed-stride copy is ~6x faster than torch.flip on CPU
+        out, keep = images.numpy().copy(), mask.numpy()
+        out[keep] = out[keep][..., ::-1]
+        return torch.from_numpy(out)
+    return torch.where(mask[:, None, None, None], images.flip(3), images)
+
+
 class IndexSet(Dataset):
     """Indices as a data set: the device-resident path loads only these and gathers images on the device."""
 
@@ -120,10 +130,7 @@ class GANDataModule(L.LightningDataModule):
         if self.on_device:
             batch = self._gather(batch)
         images, *rest = batch if isinstance(batch, (list, tuple)) else (batch,)
-        images = self.decode(images)
-        if self.flip:  # per image, from the global RNG (seeded)
-            flip = torch.rand(len(images), device=images.device) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(3), images)
+        images = self.decode(random_hflip(images) if self.flip else images)  # flips on uint8: 4x less to move
         return [images, *rest] if rest else images
 
     @staticmethod
