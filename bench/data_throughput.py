@@ -196,8 +196,7 @@ def _to(batch, device):
 
 def training_rate(root: Path, cache_dir: Path, args) -> float:
     """Images per second of DCGAN-64 training steps (one D and one G step per batch), data on the device."""
-    import lightning as L
-    from eval_cost import StepTimer
+    from eval_cost import fit_timed
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -215,18 +214,7 @@ def training_rate(root: Path, cache_dir: Path, args) -> float:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     datamodule, module = instantiate(cfg.data), instantiate(cfg.model)
-    timer = StepTimer(warmup=2)
-    trainer = L.Trainer(
-        accelerator=args.device.split(":")[0],
-        devices=1,
-        max_steps=2 * (args.train_steps + 2),
-        logger=False,
-        callbacks=[timer],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=datamodule)
+    timer = fit_timed(module, datamodule, args.device.split(":")[0], args.train_steps, warmup=2)
     return timer.timed * args.batch_size / timer.seconds
 
 

@@ -52,6 +52,23 @@ class StepTimer(L.Callback):
         self.timed = self.batches - self.warmup
 
 
+def fit_timed(module, datamodule, accelerator: str, batches: int, warmup: int) -> StepTimer:
+    """Fit for warmup + batches batches (n_critic = 1: one D and one G step each) and time the last ones."""
+    timer = StepTimer(warmup)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=2 * (batches + warmup),
+        logger=False,
+        callbacks=[timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return timer
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -82,18 +99,7 @@ def main() -> None:
     # ---- training speed ----------------------------------------------------------------------
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
-    timer = StepTimer(warmup=10)  # batches; each batch is one D and one G step here
-    trainer = L.Trainer(
-        accelerator=device.type,
-        devices=1,
-        max_steps=2 * (args.train_steps + 10),
-        logger=False,
-        callbacks=[timer],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=datamodule)
+    timer = fit_timed(module, datamodule, device.type, args.train_steps, warmup=10)
     per_g_step = timer.seconds / timer.timed  # n_critic=1: one G step per batch
     between = per_g_step * every
     module.to(device).eval()

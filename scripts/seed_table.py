@@ -4,8 +4,8 @@
         --variant "GAN=" --variant "PacGAN2=model.pack=2 data.batch_size=200" --variant "best=model=gan_mlp_r1"
 
 Each (variant, seed) is `python train.py <overrides> <variant overrides> seed=<s> logger=csv` in
-its own process and run directory under --out; --parallel runs that many at once, each on one
-thread (so 2 on 2 cores). The last evaluation's --keys are read from each run's csv/metrics.csv;
+its own process and run directory under --out; --parallel runs that many at once, each on
+cores / parallel threads (--threads to set it). The last evaluation's --keys are read from each run's csv/metrics.csv;
 the table gives mean +- std over seeds and the mean wall time of a run. It is also written to
 <out>/table.md, with every run's numbers in <out>/runs.csv.
 """
@@ -54,12 +54,13 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME=overrides (space-separated)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="per run (default: cores / parallel)")
     parser.add_argument("--keys", nargs="+", default=["val/modes", "val/high_quality", "val/mode_kl"])
     parser.add_argument("--out", default=str(ROOT / "logs" / "seed_table" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     args = parser.parse_args()
     out = Path(args.out)
     variants = [(v.split("=", 1)[0], v.split("=", 1)[1].split()) for v in args.variant]
-    threads = max(1, (os.cpu_count() or 1) // args.parallel)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
     jobs = [(name, args.overrides + extra, seed) for name, extra in variants for seed in range(args.seeds)]
     print(f"{len(jobs)} runs, {args.parallel} at a time, {threads} thread(s) each, under {out}", flush=True)
     with ThreadPoolExecutor(args.parallel) as pool:

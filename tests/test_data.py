@@ -83,7 +83,7 @@ def test_bad_files_are_skipped_with_a_log_and_odd_modes_converted(tmp_path, capl
     skipped = (dm.cache.dir / "skipped.txt").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in skipped) == sorted(fates)
     assert "Skipped 3 of 9 files" in caplog.text and "skipped.txt" in caplog.text
-    kept = dm.cache.files()
+    kept = dm.cache.files(json.loads((dm.cache.dir / "manifest.json").read_text()))
     assert len(dm.train_set) == len(kept) == 6 and not set(kept) & set(fates)
     image = {name: dm.train_set[kept.index(name)] for name in kept}
     assert (image["grey.png"] == 200).all()  # grey -> RGB: every channel
@@ -157,6 +157,31 @@ def test_an_interrupted_preparation_is_never_trusted(tmp_path, monkeypatch):
     again = _folder(tmp_path)
     again.setup("fit")
     assert again.train_set.path != dm.train_set.path and len(again.train_set) == 6
+
+
+def _prepare_in_process(root: str, cache_dir: str, queue) -> None:
+    paths = sorted(Path(root).glob("*.png"))
+    queue.put(PreparedCache(Path(root), paths, Preprocessing(8, 3), Path(cache_dir), "x").load_or_prepare()["array"])
+
+
+def test_runs_started_together_prepare_once(tmp_path):
+    """Two processes (a sweep's jobs) find no cache at the same moment: one prepares, the other waits and
+    uses it (without the lock each would publish its own array and delete the other's)."""
+    import multiprocessing
+
+    write_images(tmp_path / "imgs", 40, size=(64, 64), suffix=".png")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_prepare_in_process, args=(str(tmp_path / "imgs"), str(tmp_path / "c"), queue))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    arrays = [queue.get(timeout=5) for _ in workers]
+    assert arrays[0] == arrays[1] and len(list((tmp_path / "c").glob("x-*/images-*.u8"))) == 1
 
 
 def test_streaming_path_replaces_a_bad_file_instead_of_crashing(tmp_path, caplog):

@@ -109,7 +109,7 @@ class ImageFolderDataModule(GANDataModule):
         if not self.cache_enabled:
             return ImageFiles(self.paths, self.prep)
         manifest = self.cache.load_or_prepare(self.num_workers)
-        labels = self.labels_for(self.cache.files())
+        labels = self.labels_for(self.cache.files(manifest))
         return PreparedImages(self.cache.dir / manifest["array"], manifest["shape"], labels)
 
     def labels_for(self, files: list[str]) -> Tensor | None:

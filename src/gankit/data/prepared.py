@@ -4,7 +4,7 @@ Decoding a JPEG costs milliseconds; a GAN at 64x64 wants thousands of images a s
 of images is decoded, converted, center-cropped and resized once (`prepare`), in parallel, and
 stored as `images-<token>.u8`, a raw uint8 array [N, C, R, R], next to:
 
-- `files.txt`: the source files kept, one relative path per line (row i of the array is line i);
+- `files-<token>.txt`: the source files kept, one relative path per line (row i of the array is line i);
 - `skipped.txt`: the files that could not be read, with the reason (corrupt, empty, not an image);
 - `manifest.json`: source root, file count, resolution, channels, preprocessing, a fingerprint of
   the source (names, sizes, modification times), the array's file name and shape.
@@ -18,6 +18,7 @@ instead of holding copies.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -148,13 +149,14 @@ class PreparedCache:
             stale = [key for key, value in expected.items() if manifest.get(key) != value]
             array = self.dir / manifest["array"]
             size = int(np.prod(manifest["shape"]))
+            files = self.dir / manifest["files"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.warning("Unreadable data cache manifest %s (%s): preparing again.", path, error)
             return None
         if stale:
             log.warning("The data cache %s is stale (%s changed): preparing again.", self.dir, ", ".join(stale))
             return None
-        if not array.is_file() or array.stat().st_size != size:
+        if not array.is_file() or array.stat().st_size != size or not files.is_file():
             log.warning("The data cache array %s is missing or incomplete: preparing again.", array)
             return None
         return manifest
@@ -191,12 +193,14 @@ class PreparedCache:
             os.replace(tmp, self.dir / array_name)
         finally:
             tmp.unlink(missing_ok=True)
-        _write_atomic(self.dir / "files.txt", "".join(f"{name}\n" for name in kept))
+        files_name = f"files-{token}.txt"
+        _write_atomic(self.dir / files_name, "".join(f"{name}\n" for name in kept))
         _write_atomic(self.dir / "skipped.txt", "".join(f"{line}\n" for line in skipped))
-        manifest = {**expected, "array": array_name, "shape": [len(kept), *shape_one], "skipped": len(skipped)}
+        manifest = {**expected, "array": array_name, "files": files_name, "shape": [len(kept), *shape_one]}
+        manifest["skipped"] = len(skipped)
         _write_atomic(self.dir / "manifest.json", json.dumps(manifest, indent=1))
-        for old in self.dir.glob("images-*.u8"):  # readers holding an old map keep it until they close it
-            if old.name != array_name:
+        for old in [*self.dir.glob("images-*.u8"), *self.dir.glob("files-*.txt")]:  # open maps stay readable
+            if old.name not in (array_name, files_name):
                 old.unlink(missing_ok=True)
         if skipped:
             log.warning(
@@ -214,16 +218,19 @@ class PreparedCache:
         """The manifest of a valid cache, preparing it first when it is missing or stale."""
         manifest = self.load_manifest()
         if manifest is None:
-            manifest = self.prepare(num_workers)
-        elif manifest["shape"][0] == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.dir / ".lock", "w") as lock:  # runs started together (a sweep) prepare once
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                manifest = self.load_manifest() or self.prepare(num_workers)
+        if manifest["shape"][0] == 0:
             raise FileNotFoundError(
                 f"none of the {manifest['source_files']} files under {self.root} is a readable image"
             )
         return manifest
 
-    def files(self) -> list[str]:
-        """The kept source files, relative to the root, in array order."""
-        return (self.dir / "files.txt").read_text().splitlines()
+    def files(self, manifest: dict) -> list[str]:
+        """The kept source files, relative to the root, in the order of the manifest's array."""
+        return (self.dir / manifest["files"]).read_text().splitlines()
 
 
 def _progress(loader: DataLoader, description: str):
