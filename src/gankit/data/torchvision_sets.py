@@ -29,9 +29,7 @@ def load_torchvision_set(name: str, root: Path, train: bool, download: bool, tim
     """The torchvision data set, or one FileNotFoundError saying where it looked and how to get it."""
     import torchvision.datasets
 
-    if name not in SETS:
-        raise ValueError(f"data.name={name!r} is not one of {', '.join(SETS)}")
-    class_name, _, offline = SETS[name]
+    class_name, _, offline = SETS[name]  # the name was checked by TorchvisionDataModule
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)  # an unreachable mirror fails in seconds instead of hanging
     try:
