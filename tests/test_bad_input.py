@@ -119,3 +119,34 @@ def test_guard_aborts_a_checkpoint_save_of_non_finite_weights():
     guard.on_train_batch_end(Trainer(), Module(), {"d_loss": torch.tensor(float("nan"))}, None, 1)
     with pytest.raises(FloatingPointError, match="train/d_loss became non-finite by generator step 7 .epoch 2."):
         guard.on_save_checkpoint(Trainer(), Module(), {})
+
+
+def test_guard_lets_fp16_overflow_steps_pass_until_the_loss_scale_collapses():
+    """Under a GradScaler a non-finite loss is a skipped step; one on every step drives the scale down."""
+    import torch
+
+    from gankit.callbacks import NonFiniteLossGuard
+
+    class Module(torch.nn.Linear):
+        g_steps = 3
+
+    class Trainer:
+        current_epoch = 0
+
+        class precision_plugin:  # noqa: N801 (Lightning's attribute name)
+            scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+
+    trainer, module = Trainer(), Module(2, 1)
+    scaler = trainer.precision_plugin.scaler
+    scaler.scale(torch.ones(()))  # as the first backward does: the scale tensor exists from here on
+    guard = NonFiniteLossGuard(every_n_steps=1, min_loss_scale=2.0**-8)
+    overflow = {"d_loss": torch.tensor(float("inf"))}
+    guard.on_train_batch_end(trainer, module, overflow, None, 0)  # scale 2^16: a skipped step, no error
+    guard.on_save_checkpoint(trainer, module, {})  # weights finite: the save goes ahead
+    with torch.no_grad():
+        module.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="train/d_loss became non-finite and so did the weights"):
+        guard.on_save_checkpoint(trainer, module, {})
+    scaler.update(2.0**-9)  # what 25 overflowing steps in a row leave of 2^16
+    with pytest.raises(FloatingPointError, match="fp16 loss scale fell to 0.00195 .every step overflows."):
+        guard.on_train_batch_end(trainer, module, overflow, None, 1)

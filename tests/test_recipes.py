@@ -55,6 +55,37 @@ def test_recipe_trains(cfg_factory, recipe):
         assert int(d_state["step"]) == 5 * int(g_state["step"])  # n_critic = 5
 
 
+def assert_penalties_settle(rows: list[dict], model: str, recipe: str) -> None:
+    """Under fp16 the first steps may overflow (a GradScaler skips them: non-finite loss); then all is finite."""
+    d_loss = torch.tensor([float(r["train/d_loss"]) for r in rows if r.get("train/d_loss")])
+    assert len(d_loss) >= 10 and torch.isfinite(d_loss[-5:]).all() and torch.isfinite(d_loss).float().mean() >= 0.5
+    key = "train/gradient_penalty" if model == "wgan_gp" else "train/r1_penalty" if "r1" in recipe else None
+    if key:
+        values = torch.tensor([float(r[key]) for r in rows if r.get(key)])
+        assert len(values) >= 5 and torch.isfinite(values[-5:]).all() and (values[-5:] > 0).all()
+
+
+FP16_ON_CPU = (  # fp16 autocast + a GradScaler on the CPU: what 16-mixed does on a GPU (Lightning refuses it on CPU)
+    "trainer.precision=null",
+    "+trainer.plugins=[{_target_: lightning.pytorch.plugins.MixedPrecision, precision: 16-mixed, device: cpu, "
+    "scaler: {_target_: torch.amp.GradScaler, device: cpu}}]",
+)
+
+
+@pytest.mark.parametrize("recipe", ["wgan_gp", "dcgan+r1"])
+def test_penalty_recipes_train_in_fp16_with_a_grad_scaler(cfg_factory, recipe):
+    """The penalties' scaled gradients overflow in the first steps (scale 2^16); the scaler skips those steps
+    and lowers its scale, the guard lets them pass, and training goes on with finite penalties."""
+    model = recipe.split("+")[0]
+    extra = ["model.r1_gamma=1.0"] if "r1" in recipe else []
+    cfg = cfg_factory(f"model={model}", "metrics=none", "g_steps=20", *FP16_ON_CPU, *extra)
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert_penalties_settle(read_metrics(run), model, recipe)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["MixedPrecision"]["scale"] < 2.0**16  # some steps overflowed and were skipped
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -9,7 +9,9 @@
 Penalties take the gradient with `create_graph=True` so that their own gradient reaches D's weights.
 Under fp16 mixed precision the gradient is taken of the *scaled* output (so that small gradients do
 not underflow in fp16) and unscaled before the norm, as in PyTorch's AMP recipe for gradient
-penalties; the norm itself is computed in float32.
+penalties; the norm itself is computed in float32. When the scaled gradient overflows, the penalty is
+inf: its backward gives D non-finite gradients, the scaler skips that step and lowers its scale
+(the non-finite loss guard knows this; `gankit.callbacks.guard`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def pack(x: Tensor, m: int) -> Tensor:
 def input_gradient(output: Tensor, inputs: Tensor, scaler: GradScaler | None = None) -> Tensor:
     """d(sum output)/d inputs, differentiable (create_graph), in float32, correct under a GradScaler."""
     if scaler is not None and scaler.is_enabled():
-        (grad,) = torch.autograd.grad(scaler.scale(output.sum()), inputs, create_graph=True)
-        return grad.float() / scaler.get_scale()
+        scale = scaler.scale(torch.ones((), device=output.device))  # a tensor: no device sync (get_scale() syncs)
+        (grad,) = torch.autograd.grad(output.sum() * scale, inputs, create_graph=True)
+        return grad.float() / scale
     (grad,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
     return grad.float()
 
