@@ -98,6 +98,17 @@ def test_quiet_on_a_healthy_run(cfg_factory, caplog):
     assert len(evaluations) == 6 and float(evaluations[-1]["val/recall"]) > 0.3  # it did learn
 
 
+def test_a_discriminator_hovering_at_the_threshold_alerts_once():
+    monitor = CollapseMonitor(d_auc=0.999, d_auc_clear=0.99)
+    flapping = [0.9995, 0.9985, 0.9993, 0.995, 0.9999]  # crosses 0.999 three times, never falls below 0.99
+    alerts = [a for i, auc in enumerate(flapping) for a in monitor.observe_auc(auc, g_step=100 * i)]
+    assert [a["g_step"] for a in alerts] == [0]
+    assert monitor.observe_auc(0.95, g_step=600) == []  # clears
+    assert [a["g_step"] for a in monitor.observe_auc(0.9999, g_step=700)] == [700]  # and can alert again
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="max_drop and max_modes_lost in"):
         CollapseMonitor(max_drop=1.5)
+    with pytest.raises(ValueError, match="d_auc_clear <= d_auc"):
+        CollapseMonitor(d_auc=0.99, d_auc_clear=0.995)

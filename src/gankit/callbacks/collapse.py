@@ -8,8 +8,9 @@ Signals, each checked as soon as it is known:
   `patience` evaluations in a row (one noisy evaluation is not a collapse);
 - every `d_window` discriminator steps after `warmup_g_steps`: the discriminator winning outright,
   i.e. its mean pairwise AUC (`train/d_auc`, the share of (real, fake) pairs it ranks correctly) at
-  least `d_auc`. A discriminator that separates every fake from every real gives the generator
-  vanishing or useless gradients, the classic prelude to collapse. (Early in training D often
+  least `d_auc` (cleared only once it falls below `d_auc_clear`). A discriminator that separates
+  every fake from every real gives the generator vanishing or useless gradients, the classic
+  prelude to collapse. (Early in training D often
   wins for a while before G catches up: hence the warm-up.)
 
 An alert is a console warning, a W&B alert when a W&B run is online, a record in `alerts` (and
@@ -39,6 +40,7 @@ class CollapseMonitor(L.Callback):
         min_best: float = 0.1,
         max_modes_lost: float = 0.1,
         d_auc: float = 0.999,
+        d_auc_clear: float = 0.99,
         d_window: int = 200,
         warmup_g_steps: int = 500,
         patience: int = 2,
@@ -46,12 +48,19 @@ class CollapseMonitor(L.Callback):
         stop: bool = False,
     ) -> None:
         super().__init__()
-        if not 0 < max_drop < 1 or not 0 < max_modes_lost < 1 or not 0.5 < d_auc <= 1 or min(d_window, patience) < 1:
+        if (
+            not 0 < max_drop < 1
+            or not 0 < max_modes_lost < 1
+            or not 0.5 < d_auc_clear <= d_auc <= 1
+            or min(d_window, patience) < 1
+        ):
             raise ValueError(
-                "metrics.collapse: max_drop and max_modes_lost in (0, 1), d_auc in (0.5, 1], d_window and patience >= 1"
+                "metrics.collapse: max_drop and max_modes_lost in (0, 1), 0.5 < d_auc_clear <= d_auc <= 1, "
+                "d_window and patience >= 1"
             )
         self.max_drop, self.min_best, self.max_modes_lost = max_drop, min_best, max_modes_lost
-        self.d_auc, self.d_window, self.warmup, self.patience = d_auc, d_window, warmup_g_steps, patience
+        self.d_auc, self.d_auc_clear = d_auc, d_auc_clear
+        self.d_window, self.warmup, self.patience = d_window, warmup_g_steps, patience
         self.min_per_mode, self.stop = min_per_mode, stop
         self.best: dict[str, tuple[float, int]] = {}  # metric -> (best value, generator step)
         self.alerts: list[dict] = []
@@ -76,15 +85,25 @@ class CollapseMonitor(L.Callback):
             if self._auc_count >= self.d_window:
                 mean = float(self._auc_sum) / self._auc_count  # one sync per window
                 self._auc_sum, self._auc_count = 0.0, 0
-                winning = trainer.strategy.reduce_boolean_decision(mean >= self.d_auc, all=False)
-                raised += self._signal(
-                    "discriminator",
-                    winning,
-                    pl_module.g_steps,
-                    f"the discriminator wins outright: over the last {self.d_window} steps it ranked "
-                    f"{mean:.1%} of (real, fake) pairs correctly (threshold {self.d_auc:.0%})",
-                )
+                reduce = lambda decision: trainer.strategy.reduce_boolean_decision(decision, all=False)  # noqa: E731
+                raised += self.observe_auc(mean, pl_module.g_steps, reduce)
         self._act(trainer, pl_module, raised)
+
+    def observe_auc(self, mean: float, g_step: int, reduce=bool) -> list[dict]:
+        """One window's mean D AUC; return the alerts raised.
+
+        The signal appears at `d_auc` and clears only below `d_auc_clear`: a discriminator hovering
+        at the threshold (Stacked MNIST's DCGAN sits at 99.9% for most of a run that covers all
+        1,000 modes) alerts once, not at every crossing. `reduce` combines the ranks' decisions.
+        """
+        holding = "discriminator" in self._active and mean >= self.d_auc_clear
+        return self._signal(
+            "discriminator",
+            reduce(mean >= self.d_auc or holding),
+            g_step,
+            f"the discriminator wins outright: over the last {self.d_window} steps it ranked "
+            f"{mean:.1%} of (real, fake) pairs correctly (threshold {self.d_auc:.1%})",
+        )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._act(trainer, pl_module, self._check_evaluations(trainer), at_end=True)
