@@ -84,3 +84,13 @@ def test_optimal_discriminator_of_bce_is_density_ratio():
 def test_unknown_loss_names_the_choices():
     with pytest.raises(ValueError, match="unknown loss 'hnge'.*hinge"):
         losses.get_loss("hnge")
+
+
+def test_top_k_keeps_the_fakes_d_rates_most_real_and_only_they_get_gradient():
+    fake = torch.tensor([0.3, -2.0, 1.5, 0.0, -0.5], requires_grad=True)
+    kept = losses.top_k(fake, 0.5)  # ceil(2.5) = 3 of 5
+    assert sorted(kept.tolist()) == pytest.approx([0.0, 0.3, 1.5])
+    losses.non_saturating_g(kept).backward()
+    assert (fake.grad != 0).tolist() == [True, False, True, True, False]
+    assert losses.top_k(fake, 1.0) is fake
+    assert losses.top_k(fake, 0.01).tolist() == pytest.approx([1.5])  # at least one

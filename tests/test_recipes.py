@@ -27,6 +27,7 @@ RECIPES = {
         "model.discriminator.spectral_norm=true",
     ],
     "gan_mlp+pack": ["data=ring", "model=gan_mlp", "model.pack=4"],
+    "gan_mlp+top_k": ["data=ring", "model.top_k={decay:0.5,min_fraction:0.3}", "data.num_samples=80", "g_steps=30"],
     "cgan": ["data.resolution=32"],
     "cgan_dcgan": [],
     "cgan_mlp": ["data=ring"],
@@ -48,6 +49,9 @@ def test_recipe_trains(cfg_factory, recipe):
         ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
         assert [opt["param_groups"][0]["lr"] for opt in ckpt["optimizer_states"]] == [0.0, 0.0]
         assert any(r.get("train/r1_penalty") for r in rows)
+    if "top_k" in recipe:  # 10 batches an epoch: the share halves every epoch, down to min_fraction
+        fractions = [float(r["train/top_k_fraction"]) for r in rows if r.get("train/top_k_fraction")]
+        assert fractions[0] == 1.0 and 0.5 in fractions and fractions[-1] == pytest.approx(0.3)
     if model == "wgan_gp":
         assert any(r.get("train/gradient_penalty") for r in rows)
         ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
@@ -93,6 +97,7 @@ def test_penalty_recipes_train_in_fp16_with_a_grad_scaler(cfg_factory, recipe):
         (["model=sngan", "data.resolution=16"], "SNGAN ResNets are defined at resolutions 32, 64, 128; got 16"),
         (["data=ring", "model.augment=[translation]"], "DiffAugment\\) transforms images"),
         (["model.gp_weight=-1"], "model.gp_weight must be positive"),
+        (["model.top_k={decay:2}"], "model.top_k takes decay .per epoch. and min_fraction, both in"),
         (["model.discriminator.pack=1", "model.pack=2"], "model.pack=2 but the discriminator takes 1"),
         (["model=cgan_dcgan", "model.pack=2"], "a conditional model takes pack=1"),
         (

@@ -7,6 +7,7 @@ sigmoid cross-entropy, -log(sigmoid(x)) = softplus(-x) and -log(1 - sigmoid(x)) 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -75,3 +76,16 @@ def get_loss(name: str) -> AdversarialLoss:
     if name not in LOSSES:
         raise ValueError(f"unknown loss '{name}': choose model.loss from {', '.join(LOSSES)}")
     return LOSSES[name]
+
+
+def top_k(fake: Tensor, fraction: float) -> Tensor:
+    """The ceil(fraction * N) fakes D rates most real (Top-k training, Sinha et al. 2020).
+
+    The generator's loss is then taken over these alone: the samples D already rejects (in 2D
+    mixtures, the ones between modes) stop pulling G, whose gradient comes from its best samples.
+    For every loss here a larger logit means "more real", so the top k logits are the best fakes.
+    """
+    if fraction >= 1:
+        return fake
+    k = max(1, math.ceil(fraction * fake.shape[0]))
+    return fake.topk(k, sorted=False).values

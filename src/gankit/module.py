@@ -8,7 +8,8 @@ from it (so they survive a restart with the checkpoint, and need no state of the
 
 Building blocks any recipe switches on by config: PacGAN packing (`pack`), DiffAugment
 (`augment`), the WGAN-GP gradient penalty (`gp_weight`), R1 (`r1_gamma`, lazily every `r1_every`
-D steps), gradient-norm clipping, a generator EMA and separate G / D optimizers (TTUR). Spectral
+D steps), gradient-norm clipping, a generator EMA, separate G / D optimizers (TTUR) and top-k
+training (`top_k`: G learns from the fakes D rates best). Spectral
 norm lives in the networks (`discriminator.spectral_norm`).
 """
 
@@ -26,7 +27,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from gankit.augment import DiffAugment
 from gankit.ema import GeneratorEMA
 from gankit.infogan import InfoCodes
-from gankit.losses import get_loss
+from gankit.losses import get_loss, top_k
 from gankit.regularizers import gradient_penalty, pack, r1_penalty
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
@@ -57,6 +58,7 @@ class GANModule(L.LightningModule):
         num_classes: int | None = None,
         conditional: bool = False,
         info: dict | None = None,
+        top_k: dict | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -70,6 +72,15 @@ class GANModule(L.LightningModule):
         for name, value in (("gp_weight", gp_weight), ("r1_gamma", r1_gamma)):
             if value is not None and not value > 0:
                 raise ValueError(f"model.{name} must be positive, or null to switch it off; got {value}")
+        if top_k is not None:
+            top_k = {"decay": 0.99, "min_fraction": 0.5, **top_k}
+            if set(top_k) != {"decay", "min_fraction"} or not (
+                0 < top_k["decay"] <= 1 and 0 < top_k["min_fraction"] <= 1
+            ):
+                raise ValueError(
+                    f"model.top_k takes decay (per epoch) and min_fraction, both in (0, 1]; got {dict(top_k)}"
+                )
+        self.top_k = top_k
         if int(r1_every) != r1_every or r1_every < 1:
             raise ValueError(f"model.r1_every (D steps between R1 penalties) must be an integer >= 1, got {r1_every}")
         if getattr(discriminator, "pack", 1) != pack:
@@ -218,6 +229,10 @@ class GANModule(L.LightningModule):
                 y_fake = self._fake_labels(n)
                 z, codes = self._latent_and_codes(n)
                 d_fake, info_loss = self._d_fake(self.d_input(self._g(z, y_fake)), y_fake, codes)
+                if self.top_k is not None:
+                    fraction = self.top_k_fraction()
+                    d_fake = top_k(d_fake, fraction)
+                    self.log("train/top_k_fraction", fraction)
                 g_loss = self.loss.g(d_fake) + info_loss
                 if self.info is not None:
                     self.log("train/info_loss", info_loss.detach())
@@ -230,6 +245,10 @@ class GANModule(L.LightningModule):
             out["g_loss"] = g_loss.detach()
             self.log("train/g_loss", out["g_loss"], prog_bar=True)
         return out  # detached: read by callbacks (e.g. the non-finite loss guard)
+
+    def top_k_fraction(self) -> float:
+        """Top-k training's share of fakes in G's loss: decay^epoch, at least min_fraction (Sinha et al. 2020)."""
+        return max(self.top_k["min_fraction"], self.top_k["decay"] ** self.current_epoch)
 
     def d_input(self, x: Tensor) -> Tensor:
         """What D sees of a batch: DiffAugment (same policy for real and fake), then PacGAN packing."""
