@@ -10,8 +10,8 @@ Signals, each checked as soon as it is known:
   i.e. its mean pairwise AUC (`train/d_auc`, the share of (real, fake) pairs it ranks correctly) at
   least `d_auc` (cleared only once it falls below `d_auc_clear`). A discriminator that separates
   every fake from every real gives the generator vanishing or useless gradients, the classic
-  prelude to collapse. (Early in training D often
-  wins for a while before G catches up: hence the warm-up.)
+  prelude to collapse. (Early in training D often wins for a while before G catches up: hence
+  the warm-up.)
 
 An alert is a console warning, a W&B alert when a W&B run is online, a record in `alerts` (and
 the `collapse/alerts` count in the loggers), and, with `stop=true`, the end of the run (all DDP
