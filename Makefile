@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# hydra-optuna-sweeper 1.3.0 (the newest) declares optuna<3, whose SQLite storage fails with
+	# SQLAlchemy 2; it runs with optuna 4-5 (pyproject), so it is installed without its pins
+	$(PY) -m pip install --quiet --no-deps "hydra-optuna-sweeper==1.3.0"
 	touch $(STAMP)
 
 train: install        ## the default job; extra Hydra arguments: make train ARGS="model.loss=hinge"

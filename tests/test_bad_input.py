@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from gankit.training import train
 from tests.conftest import make_cfg, run_cli, write_images
@@ -112,6 +113,7 @@ def test_guard_aborts_a_checkpoint_save_of_non_finite_weights():
 
     class Trainer:
         current_epoch = 2
+        strategy = SingleDeviceStrategy("cpu")  # one process: its decision is the decision
 
     guard = NonFiniteLossGuard(every_n_steps=1000)
     guard.on_train_batch_end(Trainer(), Module(), {"d_loss": torch.tensor(0.5), "g_loss": torch.tensor(1.0)}, None, 0)
@@ -132,6 +134,7 @@ def test_guard_lets_fp16_overflow_steps_pass_until_the_loss_scale_collapses():
 
     class Trainer:
         current_epoch = 0
+        strategy = SingleDeviceStrategy("cpu")
 
         class precision_plugin:  # noqa: N801 (Lightning's attribute name)
             scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)

@@ -16,7 +16,7 @@ from PIL import Image
 from gankit.data import prepared
 from gankit.data.base import EpochShards
 from gankit.data.images import CelebADataModule, ImageFiles, ImageFolderDataModule
-from gankit.data.prepared import BadImage, PreparedCache, Preprocessing, load_image
+from gankit.data.prepared import BadImage, PreparedCache, Preprocessing, folder_identity, load_image
 from gankit.data.torchvision_sets import TorchvisionDataModule, resize_uint8
 from gankit.training import train
 from tests.conftest import run_cli, write_images
@@ -161,7 +161,9 @@ def test_an_interrupted_preparation_is_never_trusted(tmp_path, monkeypatch):
 
 def _prepare_in_process(root: str, cache_dir: str, queue) -> None:
     paths = sorted(Path(root).glob("*.png"))
-    queue.put(PreparedCache(Path(root), paths, Preprocessing(8, 3), Path(cache_dir), "x").load_or_prepare()["array"])
+    prep = Preprocessing(8, 3)
+    cache = PreparedCache(Path(root), paths, prep, Path(cache_dir), "x", folder_identity(Path(root), paths, prep))
+    queue.put(cache.load_or_prepare()["array"])
 
 
 def test_runs_started_together_prepare_once(tmp_path):
@@ -405,7 +407,7 @@ def test_celeba_download_failure_is_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tv_celeba, "download_file_from_google_drive", offline)
     with pytest.raises(FileNotFoundError, match="could not fetch CelebA .* name resolution.*data.download=false"):
-        CelebADataModule(str(tmp_path), download=True)
+        CelebADataModule(str(tmp_path), download=True).prepare_data()
 
 
 def test_direct_decoding_refuses_bad_files(tmp_path):
@@ -413,4 +415,6 @@ def test_direct_decoding_refuses_bad_files(tmp_path):
     for name in ("truncated.jpg", "empty.png", "text.png"):
         with pytest.raises(BadImage):
             load_image(tmp_path / name, Preprocessing(8, 3))
-    assert PreparedCache(tmp_path, [], Preprocessing(8, 3), tmp_path / "c", "x").load_manifest() is None
+    prep = Preprocessing(8, 3)
+    identity = folder_identity(tmp_path, [], prep)
+    assert PreparedCache(tmp_path, [], prep, tmp_path / "c", "x", identity).load_manifest() is None

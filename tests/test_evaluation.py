@@ -37,7 +37,7 @@ def test_real_features_are_cached_and_a_corrupt_cache_is_rebuilt(cfg_factory, tm
     train(cfg_factory(f"paths.cache_dir={cache}"))
     (path,) = cache.glob("real_digits_*.pt")
     cached = torch.load(path, weights_only=True)
-    assert cached["features"].shape == (64, 128) and cached["key"]["num_real"] == 64
+    assert cached["features"].shape == (64, 128) and cached["key"]["reference"]["num_real"] == 64
     stamp = path.stat().st_mtime_ns
     train(cfg_factory(f"paths.cache_dir={cache}"))
     assert path.stat().st_mtime_ns == stamp  # read, not rewritten
@@ -48,11 +48,21 @@ def test_real_features_are_cached_and_a_corrupt_cache_is_rebuilt(cfg_factory, tm
     torch.testing.assert_close(torch.load(path, weights_only=True)["features"], cached["features"])
 
 
-def test_more_samples_than_real_images_fails_at_start(cfg_factory):
-    cfg = cfg_factory("metrics.evaluation.num_samples=6000")
-    with pytest.raises(SystemExit, match="metrics.num_real=6000 .* is more than the 5000 real samples"):
+def test_more_real_samples_than_the_data_has_fails_at_start(cfg_factory):
+    cfg = cfg_factory("metrics.evaluation.num_real=6000")
+    with pytest.raises(SystemExit, match="metrics.evaluation.num_real=6000 is more than the 5000 real samples"):
         train(cfg)
     assert not list(Path(cfg.paths.output_dir).glob("checkpoints/*.ckpt"))
+
+
+def test_more_fakes_than_real_images_compare_against_the_whole_set(cfg_factory):
+    """num_real=null means num_samples, at most the data's size (eval.py num_samples=10000 on 5,000 digits)."""
+    cfg = cfg_factory("metrics.evaluation.num_samples=6000", "metrics.evaluation.batch_size=1000", "g_steps=1")
+    train(cfg)
+    rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r.get("val/fid")]
+    assert len(rows) == 1
+    cached = [torch.load(p, weights_only=True) for p in Path(os.environ["GANKIT_CACHE_DIR"]).glob("real_digits_*.pt")]
+    assert any(c["key"]["reference"]["num_real"] == 5000 and len(c["features"]) == 5000 for c in cached)
 
 
 def test_digits_features_on_colour_images_fail_at_start(cfg_factory, tmp_path):
@@ -85,6 +95,9 @@ class _Module:
     @torch.no_grad()
     def sample(self, z, ema=True):
         return self.generator(z)
+
+    def broadcast_generator_buffers(self):  # built alike on every rank: nothing to share
+        pass
 
 
 def _evaluation(cache: str) -> Evaluation:
@@ -126,7 +139,7 @@ def test_training_does_not_depend_on_whether_the_cache_exists(cfg_factory, tmp_p
     for _ in range(2):  # the first run writes the cache, the second reads it
         cfg = cfg_factory(f"paths.cache_dir={tmp_path / 'cache'}")
         train(cfg)
-        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
         weights.append(ckpt["state_dict"])
     for key, value in weights[0].items():
         torch.testing.assert_close(weights[1][key], value, rtol=0, atol=0, msg=key)
@@ -137,7 +150,7 @@ def test_best_checkpoint_holds_the_weights_of_the_best_evaluation(cfg_factory, t
     train(cfg)
     fids = [float(r["val/fid"]) for r in read_metrics(Path(cfg.paths.output_dir)) if r["val/fid"]]
     assert len(fids) == 4 and len(set(fids)) == 4  # generator steps 2, 4, 6, 8
-    best = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt", weights_only=False)
+    best = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "best.ckpt", weights_only=True)
     best_step = best["global_step"] // 2  # n_critic=1: two optimizer steps per generator step
     assert best_step == 2 * (1 + fids.index(min(fids)))
     evaluation_state = next(v for k, v in best["callbacks"].items() if k.startswith("Evaluation"))

@@ -46,7 +46,7 @@ def test_recipe_trains(cfg_factory, recipe):
     if "r1" in recipe:
         assert any(r.get("train/r1_penalty") for r in rows)
     if model == "gan_mlp_r1":  # the learning rates decay linearly to 0 over the run's g_steps
-        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
         assert [opt["param_groups"][0]["lr"] for opt in ckpt["optimizer_states"]] == [0.0, 0.0]
         assert any(r.get("train/r1_penalty") for r in rows)
     if "top_k" in recipe:  # 10 batches an epoch: the share halves every epoch, down to min_fraction
@@ -54,7 +54,7 @@ def test_recipe_trains(cfg_factory, recipe):
         assert fractions[0] == 1.0 and 0.5 in fractions and fractions[-1] == pytest.approx(0.3)
     if model == "wgan_gp":
         assert any(r.get("train/gradient_penalty") for r in rows)
-        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+        ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
         g_state, d_state = (opt["state"][0] for opt in ckpt["optimizer_states"])
         assert int(d_state["step"]) == 5 * int(g_state["step"])  # n_critic = 5
 
@@ -86,7 +86,7 @@ def test_penalty_recipes_train_in_fp16_with_a_grad_scaler(cfg_factory, recipe):
     train(cfg)
     run = Path(cfg.paths.output_dir)
     assert_penalties_settle(read_metrics(run), model, recipe)
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["MixedPrecision"]["scale"] < 2.0**16  # some steps overflowed and were skipped
 
 
@@ -125,7 +125,7 @@ def trained_module(cfg):
     from hydra.utils import instantiate
 
     module = instantiate(cfg.model)
-    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     module.load_state_dict(ckpt["state_dict"])
     return module
 

@@ -23,7 +23,7 @@ def test_resume_continues_the_run(cfg_factory, monkeypatch):
     first = cfg_factory("g_steps=4", *common)
     train(first)
     ckpt_path = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    saved = torch.load(ckpt_path, weights_only=False)
+    saved = torch.load(ckpt_path, weights_only=True)
 
     recorder = RecordStartState()
     original_init = L.Trainer.__init__
@@ -43,7 +43,7 @@ def test_resume_continues_the_run(cfg_factory, monkeypatch):
     torch.testing.assert_close(recorder.fixed_z, sample_state["fixed_z"])
 
     # and ends as one uninterrupted run of 10 G steps would: Adam's step counts include the first part
-    final = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    final = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     g_state, d_state = (opt["state"][0] for opt in final["optimizer_states"])
     assert (int(g_state["step"]), int(d_state["step"]), final["global_step"]) == (10, 20, 30)
 

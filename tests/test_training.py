@@ -58,7 +58,7 @@ def test_run_length_counts_generator_steps(cfg_factory, n_critic):
         "metrics=none",
     )
     train(cfg)
-    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     g_state, d_state = (opt["state"][0] for opt in ckpt["optimizer_states"])  # order [G, D]
     assert int(g_state["step"]) == g_steps
     assert int(d_state["step"]) == n_critic * g_steps
@@ -69,7 +69,7 @@ def test_epochs_bound_the_run_when_g_steps_is_unset(cfg_factory):
     """One epoch of the 5,000 digits at batch 8, limited to 3 batches: 3 D and 3 G steps."""
     cfg = cfg_factory("g_steps=null", "trainer.max_epochs=2", "+trainer.limit_train_batches=3")
     train(cfg)
-    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 * 3 * 2
 
 
@@ -87,7 +87,7 @@ def test_gradient_clipping_bounds_the_update(cfg_factory, clip):
     L.seed_everything(cfg.seed)
     before = instantiate(cfg.model).discriminator.state_dict()  # train() seeds the same way, so same init
     train(cfg)
-    after = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    after = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     step = torch.cat(
         [
             (after[f"discriminator.{k}"] - v).flatten()
@@ -104,7 +104,7 @@ def test_gradient_clipping_bounds_the_update(cfg_factory, clip):
 def test_ema_generator_is_saved_and_used_for_samples(cfg_factory):
     cfg = cfg_factory("model.ema_decay=0.9")
     train(cfg)
-    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     ema = {k.removeprefix("generator_ema.module."): v for k, v in state.items() if k.startswith("generator_ema.")}
     live = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
     assert ema.keys() == live.keys()

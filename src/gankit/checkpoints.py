@@ -1,13 +1,102 @@
-"""Rebuild a trained GANModule from a checkpoint and the config of the run that wrote it."""
+"""Checkpoint files: written atomically, read safely, found for resuming, and turned back into a GANModule.
+
+- `AtomicCheckpointIO` (a Lightning CheckpointIO plugin, on in every trainer config) writes a
+  checkpoint to a temporary file beside its destination, fsyncs it and renames it over the
+  destination, so a process killed mid-save leaves the previous file whole. (Lightning's own
+  write goes through a temporary file in $TMPDIR and `shutil.move`, a copy when $TMPDIR is on
+  another file system, without fsync.)
+- `read_checkpoint` loads with `weights_only=True` (a shared file cannot run code) and turns a
+  truncated, corrupt or foreign file into one message naming it.
+- `resumable_checkpoint` picks the newest loadable checkpoint of a run directory (`ckpt_path=auto`).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+REQUIRED_KEYS = ("state_dict", "global_step", "loops")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: the message names it and says why."""
+
+
+def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A gankit (Lightning) checkpoint as a dict, loaded with weights_only=True; CheckpointError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={path} is not a file. Point it at a .ckpt in a run's checkpoints/ folder.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated zip, random bytes, a pickle with code in it, ...
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"ckpt_path={path} is not a readable checkpoint ({type(error).__name__}: {reason}): the file is "
+            "truncated, corrupt or not a checkpoint. Use another one of the run's checkpoints/ (last.ckpt, "
+            "step_*.ckpt), or ckpt_path=auto to take the newest readable one."
+        ) from error
+    missing = [key for key in REQUIRED_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"ckpt_path={path} is not a gankit training checkpoint (it has no {', '.join(missing)}); "
+            "point it at a run's checkpoints/last.ckpt."
+        )
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch.save checkpoint IO, with atomic local writes and weights_only reads."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):  # remote file systems: fsspec's own transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)  # atomic on one file system: readers see the old file or the new one
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a crash
+            finally:
+                os.close(directory)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        return read_checkpoint(path, map_location if map_location is not None else "cpu")
+
+
+def resumable_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest checkpoint in `checkpoint_dir` that loads (broken ones skipped with a warning); None if none."""
+    candidates = sorted(
+        (p for p in Path(checkpoint_dir).glob("*.ckpt") if p.name != "best.ckpt"),
+        key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"),
+        reverse=True,
+    )
+    for path in candidates:
+        try:
+            read_checkpoint(path)
+        except CheckpointError as error:
+            log.warning("Skipping %s", error)
+            continue
+        return path
+    return None
 
 
 def run_config(ckpt_path: Path) -> DictConfig:
@@ -31,12 +120,10 @@ def load_module(
     from them (output and cache folders) points at the calling job.
     """
     ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} is not a file. Point it at a run's checkpoints/*.ckpt.")
+    checkpoint = read_checkpoint(ckpt_path)
     cfg = run_config(ckpt_path)
     cfg.paths = paths
     module = instantiate(cfg.model)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     module.load_state_dict(checkpoint["state_dict"])
     module.to(device).eval()
     return cfg, module, checkpoint["global_step"] // (module.n_critic + 1)

@@ -15,6 +15,8 @@ norm lives in the networks (`discriminator.spectral_norm`).
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Iterable
 
 import lightning as L
@@ -28,7 +30,15 @@ from gankit.augment import DiffAugment
 from gankit.ema import GeneratorEMA
 from gankit.infogan import InfoCodes
 from gankit.losses import get_loss, top_k
+from gankit.randomness import (
+    labels_in_proportion,
+    seed_training_stream,
+    set_training_stream_state,
+    training_stream_state,
+)
 from gankit.regularizers import gradient_penalty, pack, r1_penalty
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -122,8 +132,31 @@ class GANModule(L.LightningModule):
         self.n_critic = int(n_critic)
         self.clip_norm = {"g": g_clip_norm, "d": d_clip_norm}
         self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay is not None else None
+        if self.num_classes is not None:  # the training labels' class shares (set at fit start; saved)
+            self.register_buffer("class_weights", torch.full((self.num_classes,), 1.0 / self.num_classes))
         self._factories = {"g": (g_optimizer, g_scheduler), "d": (d_optimizer, d_scheduler)}
         self._schedulers: dict[str, LRScheduler | None] = {"g": None, "d": None}
+        self._scheduler_settings: dict[str, dict] = {}
+        self._restored_stream: dict | None = None
+
+    def setup(self, stage: str) -> None:
+        """Each rank's training noise from (seed, rank): k DDP processes draw k different batches of fakes.
+
+        Lightning seeds every process alike (`PL_GLOBAL_SEED`); the data order and the evaluation
+        draw from that seed through their own generators, so only the training stream is re-seeded.
+        """
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if stage == "fit" and seed is not None:
+            seed_training_stream(int(seed), self.global_rank)
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.num_classes is not None and hasattr(datamodule, "class_weights"):
+            weights = datamodule.class_weights()
+            if weights is not None and len(weights) == self.num_classes:
+                self.class_weights.copy_(weights)
+                if self.generator_ema is not None:
+                    self.generator_ema.stale = True
 
     # ---- run length in user terms -------------------------------------------------------------
     @property
@@ -164,17 +197,30 @@ class GANModule(L.LightningModule):
             net.train(was_training)
 
     def _ema_generator(self) -> nn.Module:
-        """The EMA generator, its batch-norm statistics re-estimated once per update (fixed latents:
-        the same on every rank and at every call)."""
+        """The EMA generator, its batch-norm statistics re-estimated once per update (fixed latents and
+        labels in the training labels' proportions, enough passes for every class: the same on every
+        rank and at every call)."""
         if self.generator_ema.stale:
             rng = torch.Generator().manual_seed(0)
+            batches = max(8, -(-2 * (self.num_classes or 0) // 256))  # every class about twice or more
+            labels = None
+            if self.num_classes is not None:
+                labels = labels_in_proportion(self.class_weights.cpu(), 256 * batches, rng).to(self.device)
 
             def draw_inputs(i: int) -> tuple:
                 z = self.sample_latent(256, rng)
-                return (z,) if self.num_classes is None else (z, self.balanced_labels(256))
+                return (z,) if labels is None else (z, labels[256 * i : 256 * (i + 1)])
 
-            self.generator_ema.standing_statistics(draw_inputs)
+            self.generator_ema.standing_statistics(draw_inputs, batches)
         return self.generator_ema.module
+
+    @torch.no_grad()
+    def broadcast_generator_buffers(self) -> None:
+        """Rank 0's generator buffers (batch-norm statistics) on every rank: DDP keeps them per rank
+        (broadcast_buffers=False), and the saved weights are rank 0's."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buffer in self.generator.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def _g(self, z: Tensor, y: Tensor | None) -> Tensor:
         return self.generator(z) if y is None else self.generator(z, y)
@@ -194,10 +240,57 @@ class GANModule(L.LightningModule):
             optimizer = make_optimizer(params)
             config = {"optimizer": optimizer}
             if make_scheduler is not None:
-                self._schedulers[name] = make_scheduler(optimizer)
-                config["lr_scheduler"] = self._schedulers[name]
+                scheduler = make_scheduler(optimizer)
+                if getattr(scheduler, "total_iters", 0) is None:
+                    raise ValueError(
+                        f"model.{name}_scheduler runs over the run's length (total_iters: ${{g_steps}}), but g_steps "
+                        "is null: set g_steps=N (generator steps) for this recipe"
+                    )
+                self._schedulers[name] = scheduler
+                self._scheduler_settings[name] = _settings(scheduler)
+                config["lr_scheduler"] = scheduler
             configs.append(config)
         return configs  # order [G, D]: self.optimizers() returns them in this order
+
+    def on_train_start(self) -> None:
+        """After a restore: the schedules of this run's config (e.g. a longer g_steps) at the restored
+        step, and each rank's training stream where the checkpoint left it."""
+        for name, scheduler in self._schedulers.items():
+            if scheduler is not None and _settings(scheduler) != self._scheduler_settings[name]:
+                log.info("model.%s_scheduler: this run's settings %s at step %d (the checkpoint had %s)",
+                         name, self._scheduler_settings[name], scheduler.last_epoch, _settings(scheduler))  # fmt: skip
+                scheduler.__dict__.update(self._scheduler_settings[name])
+                if hasattr(scheduler, "_get_closed_form_lr"):  # the new schedule's value at the restored step
+                    for group, lr in zip(
+                        scheduler.optimizer.param_groups, scheduler._get_closed_form_lr(), strict=True
+                    ):
+                        group["lr"] = lr
+                    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+        if self._restored_stream is not None:
+            states, world = self._restored_stream["states"], self.trainer.world_size
+            if len(states) == world:
+                set_training_stream_state(states[self.global_rank])
+            else:
+                log.warning(
+                    "The checkpoint holds the training noise of %d processes, this run has %d: each rank's noise "
+                    "is drawn afresh from (seed, rank), so this is not the same run.",
+                    len(states),
+                    world,
+                )
+            self._restored_stream = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every rank's training stream (called on all ranks: the states are gathered to the writer)."""
+        state = training_stream_state()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, state)
+        else:
+            states = [state]
+        checkpoint["training_stream"] = {"states": states}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_stream = checkpoint.get("training_stream")  # applied in on_train_start
 
     def training_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch  # [N, C, H, W] in [-1, 1]
@@ -216,7 +309,6 @@ class GANModule(L.LightningModule):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
-        self._step_scheduler("d")
         # d_auc: how often D scores a real image above a fake one (0.5: it cannot tell, 1: it wins outright)
         d_auc = (d_real.detach()[:, None] > d_fake.detach()[None, :]).float().mean()
         out = {"d_loss": d_loss.detach(), "d_auc": d_auc}
@@ -240,6 +332,7 @@ class GANModule(L.LightningModule):
                 self.manual_backward(g_loss)
                 opt_g.step()
             self._step_scheduler("g")
+            self._step_scheduler("d")  # both schedules count generator steps (cycles): g_steps is their length
             if self.generator_ema is not None:
                 self.generator_ema.update(self.generator, step=self.g_steps)
             out["g_loss"] = g_loss.detach()
@@ -294,7 +387,7 @@ class GANModule(L.LightningModule):
 
     def _step_scheduler(self, name: str) -> None:
         if self._schedulers[name] is not None:
-            self._schedulers[name].step()  # schedulers count updates of their own network
+            self._schedulers[name].step()
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Clip and log the gradient norm of the network about to step (gradients already unscaled under AMP)."""
@@ -306,3 +399,11 @@ class GANModule(L.LightningModule):
         else:
             norm = get_total_norm([p.grad for p in params])
         self.log(f"train/{name}_grad_norm", norm)  # a tensor: no device sync here
+
+
+_PROGRESS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial")
+
+
+def _settings(scheduler: LRScheduler) -> dict:
+    """A scheduler's settings from the config (length, factors, ...), without its progress."""
+    return {k: v for k, v in scheduler.state_dict().items() if k not in _PROGRESS}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shlex
 import sys
 import traceback
 from collections.abc import Iterator
@@ -20,6 +22,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gankit.callbacks.evaluation import LOWER_IS_BETTER, Evaluation
+from gankit.callbacks.preemption import Preempted
+from gankit.checkpoints import CheckpointError, read_checkpoint, resumable_checkpoint
+from gankit.ranks import adopt_launcher_ranks, log_files_per_rank, per_rank, relaunch_job_only
+
 log = logging.getLogger(__name__)
 if logging.getLogger().handlers:  # Hydra's handlers print already: drop lightning's duplicate console
     logging.getLogger("lightning").handlers.clear()
@@ -27,30 +34,40 @@ if logging.getLogger().handlers:  # Hydra's handlers print already: drop lightni
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, InstantiationException, OmegaConfBaseException)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Fit the GAN described by `cfg`; return the value of `cfg.optimized_metric` (None if unset).
+def train(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    """Fit the GAN described by `cfg`; return `cfg.optimized_metric` (its best evaluation; None if unset).
 
     A problem the user can fix (a bad value, missing data, a diverged run) ends the process with
     one message and exit status 1; the traceback goes to `<run dir>/error.log`.
     """
+    adopt_launcher_ranks()
+    log_files_per_rank()
     with _report_user_errors(Path(cfg.paths.output_dir)):
-        return _fit(cfg)
+        try:
+            return _fit(cfg)
+        except Preempted as stop:
+            resume = " ".join(["python", *map(shlex.quote, _command_line(cfg, stop.path))])
+            log.warning("Preempted: %s. Resume with: %s", stop, resume)
+            raise SystemExit(128 + stop.signum) from None
 
 
 def _fit(cfg: DictConfig) -> float | None:
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={ckpt_path} is not a file. Point it at a .ckpt in a run's checkpoints/ folder."
-        )
+    check_types(cfg)
+    check_cluster(cfg)
+    ckpt_path = resume_from(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    else:  # no run seed: nothing may read an earlier run's (data order, training streams)
+        os.environ.pop("PL_GLOBAL_SEED", None)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     check_data_kind(cfg, datamodule)
     module: L.LightningModule = instantiate(cfg.model)
     check_compatible(module, datamodule)
+    if ckpt_path is not None:
+        check_fits(module, read_checkpoint(ckpt_path), ckpt_path)
     callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("metrics"))
+    check_optimized_metric(cfg, callbacks)
     loggers = instantiate_group(cfg.get("logger"), defaults=_sweep_names())
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **run_length(cfg, module)
@@ -61,7 +78,8 @@ def _fit(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(hparams)
     log.info("Run directory: %s", cfg.paths.output_dir)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with relaunch_job_only(spawns_ranks(trainer)):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         _finish_wandb()
     log.info(
@@ -86,6 +104,82 @@ def prepare(cfg: DictConfig) -> None:
         if cache is not None and getattr(datamodule, "cache_enabled", False):
             skipped = (cache.dir / "skipped.txt").read_text().splitlines()
             log.info("Prepared cache: %s (%d unreadable files skipped, listed in skipped.txt)", cache.dir, len(skipped))
+
+
+TYPED_KEYS = {  # key: (type, null allowed); keys whose wrong type would surface as a Python error
+    "seed": (int, True),
+    "g_steps": (int, True),
+    "data.batch_size": (int, False),
+    "data.num_workers": (int, False),
+    "data.resolution": (int, True),
+    "trainer.max_epochs": (int, True),
+    "model.n_critic": (int, False),
+    "model.ema_decay": (float, True),
+    "model.g_optimizer.lr": (float, False),
+    "model.d_optimizer.lr": (float, False),
+    "metrics.evaluation.num_samples": (int, False),
+    "metrics.evaluation.every_n_g_steps": (int, False),
+    "callbacks.samples.every_n_g_steps": (int, False),
+}
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Each key of TYPED_KEYS holds a number of its kind: `seed=abc` is one message naming `seed`."""
+    for key, (kind, nullable) in TYPED_KEYS.items():
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value == "<absent>" or (value is None and nullable):
+            continue
+        ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+        if not ok:
+            want = "a whole number" if kind is int else "a number"
+            raise ValueError(f"{key}={value!r} must be {want}" + (" or null" if nullable else ""))
+
+
+def check_cluster(cfg: DictConfig) -> None:
+    """Several nodes need a launcher that starts a process per device on each (SLURM, torchrun)."""
+    nodes = cfg.trainer.get("num_nodes", 1)
+    started_outside = any(key in os.environ for key in ("SLURM_NTASKS", "RANK", "LOCAL_RANK"))
+    if isinstance(nodes, int) and nodes > 1 and not started_outside:
+        raise ValueError(
+            f"trainer.num_nodes={nodes} needs a launcher that starts the processes on every node: "
+            "python train.py -m hydra/launcher=slurm ... (README, Clusters), or torchrun on each node"
+        )
+
+
+def resume_from(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: `ckpt_path`, or with `ckpt_path=auto` the newest readable one of
+    this run's checkpoints/ (None: start fresh, so a scheduler can rerun the same command)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "auto":
+        found = resumable_checkpoint(Path(cfg.paths.output_dir) / "checkpoints")
+        log.info("ckpt_path=auto: %s", f"resuming from {found}" if found else "no checkpoint yet, starting fresh")
+        return str(found) if found else None
+    if ckpt_path:
+        read_checkpoint(ckpt_path)  # one message for a missing, truncated, corrupt or foreign file
+    return ckpt_path or None
+
+
+def check_fits(module: L.LightningModule, checkpoint: dict, path: str) -> None:
+    """The checkpoint's weights are this model's: the same names and shapes (else one message naming the file)."""
+    have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    wrong = sorted(set(have) ^ set(saved)) + sorted(k for k in set(have) & set(saved) if have[k] != saved[k])
+    if wrong:
+        raise CheckpointError(
+            f"ckpt_path={path} holds another model's weights ({len(wrong)} tensors differ, e.g. "
+            f"{', '.join(wrong[:3])}): resume with the model overrides of the run that wrote it."
+        )
+
+
+def _command_line(cfg: DictConfig, path: Path) -> list[str]:
+    """The command that resumes this run: the same overrides in the same directory, from `path`."""
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        overrides = [o for o in hc.overrides.task if not o.startswith("ckpt_path=")]
+        script = Path(sys.argv[0]).name if sys.argv else ""
+        script = script if script.endswith(".py") and script != "__main__.py" else "train.py"
+        return [script, *overrides, f"hydra.run.dir={hc.runtime.output_dir}", "ckpt_path=auto"]
+    return ["train.py", f"ckpt_path={path}"]
 
 
 def run_length(cfg: DictConfig, module: L.LightningModule) -> dict:
@@ -144,6 +238,18 @@ def check_compatible(module: L.LightningModule, datamodule: L.LightningDataModul
                 )
 
 
+def spawns_ranks(trainer: L.Trainer) -> bool:
+    """Whether Lightning will start the other DDP ranks itself by running the script again."""
+    launcher = trainer.strategy.launcher
+    environment = getattr(launcher, "cluster_environment", None)
+    return (
+        type(launcher).__name__ == "_SubprocessScriptLauncher"
+        and environment is not None
+        and not environment.creates_processes_externally
+        and trainer.world_size > 1
+    )
+
+
 def instantiate_group(group: DictConfig | None, defaults: dict | None = None) -> list:
     """Instantiate each `_target_` node of a config group (callbacks, loggers).
 
@@ -157,15 +263,39 @@ def instantiate_group(group: DictConfig | None, defaults: dict | None = None) ->
     return objects
 
 
-def optimized_metric(trainer: L.Trainer, name: str | None) -> float | None:
-    """The final value of a logged metric, for Hydra sweepers to optimise."""
-    if not name:
+def optimized_metric(trainer: L.Trainer, names) -> float | tuple[float, ...] | None:
+    """What Hydra sweepers optimise: for each name, the best value of the run's evaluations (`val/...`;
+    the lowest FID, KID or mode KL, the highest of the others), else its last logged value. A list of
+    names gives a tuple (multi-objective sweeps)."""
+    if not names:
         return None
-    if name not in trainer.callback_metrics:
+    if not isinstance(names, str):
+        return tuple(optimized_metric(trainer, name) for name in names)
+    evaluation = next((cb for cb in trainer.callbacks if isinstance(cb, Evaluation)), None)
+    history = [values[names] for _, values in evaluation.history if names in values] if evaluation else []
+    if history:
+        return min(history) if names in LOWER_IS_BETTER else max(history)
+    if names not in trainer.callback_metrics:
         raise ValueError(
-            f"optimized_metric={name} was never logged; logged metrics: {', '.join(sorted(trainer.callback_metrics))}"
+            f"optimized_metric={names} was never logged; logged metrics: {', '.join(sorted(trainer.callback_metrics))}"
         )
-    return trainer.callback_metrics[name].item()
+    return trainer.callback_metrics[names].item()
+
+
+def check_optimized_metric(cfg: DictConfig, callbacks: list) -> None:
+    """A sweep's objective must be a metric the run logs: said at start, not after the first trial."""
+    names = cfg.get("optimized_metric")
+    names = [] if not names else [names] if isinstance(names, str) else list(names)
+    evaluation = next((cb for cb in callbacks if isinstance(cb, Evaluation)), None)
+    for name in names:
+        if not name.startswith("val/"):
+            continue  # train/... keys: checked when the run ends
+        logged = evaluation.logged_keys() if evaluation else []
+        if name not in logged:
+            raise ValueError(
+                f"optimized_metric={name} is not logged by this run's metrics "
+                f"({', '.join(logged) or 'metrics=none logs none'}); choose one of them, or other metrics"
+            )
 
 
 def _sweep_names() -> dict:
@@ -191,7 +321,7 @@ def _report_user_errors(output_dir: Path) -> Iterator[None]:
         message = _describe(error)
         with contextlib.suppress(OSError):
             output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "error.log").write_text("".join(traceback.format_exception(error)))
+            per_rank(output_dir / "error.log").write_text("".join(traceback.format_exception(error)))
         log.error(message)
         raise SystemExit(f"gankit: error: {message}") from error
 

@@ -178,7 +178,7 @@ class CollapseMonitor(L.Callback):
         for alert in raised:
             text = f"possible mode collapse at generator step {alert['g_step']}: {alert['message']}."
             if stopping:
-                text += " Stopping the run (callbacks.collapse.stop=true); the last checkpoint is kept."
+                text += " Stopping the run (metrics.collapse.stop=true); the last checkpoint is kept."
             if trainer.is_global_zero:
                 log.warning("gankit: %s", text)
                 _wandb_alert(text)

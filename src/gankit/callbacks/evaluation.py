@@ -1,9 +1,12 @@
 """Sample quality and mode coverage while training: FID, KID, IS, precision / recall, density / coverage, modes.
 
-Every `every_n_g_steps` generator steps and at the end, `num_samples` samples are generated from
-fixed latents (split across DDP ranks), embedded by a feature space (gankit.metrics.features) and
-scored against the real features, which are computed once and cached on disk under a key naming
-everything they depend on. Mode histograms (and, for 2D mixtures, scatters of the samples over the
+Every `every_n_g_steps` generator steps (never before the first) and at the end, `num_samples`
+samples are generated from fixed latents (split across DDP ranks), embedded by a feature space
+(gankit.metrics.features) and scored against the features of a reference set: `num_real`
+training samples drawn at random from the run's seed, stratified by class where the data has
+labels. Conditional models get fake labels in the proportions of the training labels. The real
+features are computed once and cached on disk under a key made of the data module's identity,
+the reference subset and the features. Mode histograms (and, for 2D mixtures, scatters of the samples over the
 true modes) are saved as PNG and sent to the loggers.
 
 The scoring itself (`prepare`, `evaluate`) needs no Trainer, so `eval.py` scores checkpoints with it.
@@ -30,9 +33,11 @@ from gankit.metrics.features import FeatureSpace
 from gankit.metrics.manifold import DensityCoverage, PrecisionRecall
 from gankit.metrics.modes import ClassModes
 from gankit.metrics.sampled import OrderFreeIS, OrderFreeKID
+from gankit.randomness import labels_in_proportion, reference_indices
 
 log = logging.getLogger(__name__)
 METRICS = ("fid", "kid", "is", "precision_recall", "density_coverage", "modes")
+LOWER_IS_BETTER = {"val/fid", "val/kid", "val/mode_kl"}  # the others: higher is better
 _REAL = ("fid", "kid", "precision_recall", "density_coverage")  # the metrics compared against real features
 
 
@@ -54,7 +59,8 @@ class Evaluation(L.Callback):
         features: the feature space (gankit.metrics.features), built when the config is: missing
             Inception weights fail here, before any data is read.
         metrics: any of fid, kid, is, precision_recall, density_coverage, modes.
-        num_samples: generated samples per evaluation; num_real: real samples (default the same).
+        num_samples: generated samples per evaluation; num_real: real samples (default the same, at
+            most the size of the training set).
         dirpath: where mode histograms and scatters go as PNG (None: not saved).
     """
 
@@ -87,7 +93,8 @@ class Evaluation(L.Callback):
         self.features, self.metrics = features, tuple(metrics)
         self.cache_dir = Path(cache_dir).expanduser()
         self.dirpath = Path(dirpath) if dirpath else None
-        self.num_samples, self.num_real = num_samples, num_real or num_samples
+        self.num_samples, self.num_real_option = num_samples, num_real
+        self.num_real = num_real or num_samples  # null: num_samples, capped by the data's size in prepare()
         self.every, self.batch_size, self.ema, self.seed = every_n_g_steps, batch_size, ema, seed
         self.real: Tensor | None = None  # real features [num_real, d]
         self.histogram: tuple[Tensor, Tensor] | None = None  # the last evaluation's (all, high-quality) mode counts
@@ -96,13 +103,17 @@ class Evaluation(L.Callback):
         self.best_metric, self.best_mode = best_metric, best_mode
         self.best_path = Path(best_path) if best_path else None
         self.best: tuple[float, int] | None = None  # (value, generator step) of the best checkpoint
-        self._last_step = -1
+        self.class_weights: Tensor | None = None  # conditional data: the share of each class [K]
+        self.labels_digest: str | None = None
+        self._last_step = -1  # the generator step last evaluated
 
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return {"best": self.best, "last_step": self._last_step, "history": self.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best")
+        self._last_step = state_dict.get("last_step", -1)
+        self.history = [(step, dict(values)) for step, values in state_dict.get("history", [])]
 
     def protocol(self) -> dict:
         """How the numbers are made: report it next to them (FIDs compare only under one protocol)."""
@@ -110,9 +121,11 @@ class Evaluation(L.Callback):
             "features": self.features.protocol(),
             "num_fake": self.num_samples,
             "num_real": self.num_real,
-            "real_split": "train (the first num_real samples)",
+            "real_split": f"train: num_real samples drawn with seed {self.seed}"
+            + (", stratified by class" if self.labels_digest else ""),
             "generator": "EMA when the model has one" if self.ema else "raw",
             "latents": f"fixed, seed {self.seed}",
+            "fake_labels": "conditional models: in the proportions of the training labels (stratified)",
         }
 
     # ---- set-up: checks that fail at start, real features from the cache --------------------
@@ -138,13 +151,18 @@ class Evaluation(L.Callback):
         if datamodule.train_set is None:
             datamodule.setup("fit")
         real_set = datamodule.train_set
-        if self.num_real > len(real_set):
+        if self.num_real_option is None:
+            self.num_real = min(self.num_samples, len(real_set))
+        elif self.num_real > len(real_set):
             raise ValueError(
-                f"metrics.num_real={self.num_real} (default: metrics.num_samples) is more than the "
-                f"{len(real_set)} real samples; lower it to at most {len(real_set)}."
+                f"metrics.evaluation.num_real={self.num_real} is more than the {len(real_set)} real samples; "
+                f"lower it to at most {len(real_set)} (or null: num_samples, at most the data's size)."
             )
+        labels = datamodule.train_labels() if hasattr(datamodule, "train_labels") else None
+        self.labels_digest = None if labels is None else hashlib.sha256(labels.cpu().numpy().tobytes()).hexdigest()
+        self.class_weights = None if labels is None else torch.bincount(labels).double() / len(labels)
         self.features.to(device)
-        self.real = self._real_features(datamodule, real_set, device, write_cache)
+        self.real = self._real_features(datamodule, real_set, labels, device, write_cache)
 
     def logged_keys(self) -> list[str]:
         """The `val/` keys the configured metrics log (after `features.check`, which sets the features up)."""
@@ -159,25 +177,20 @@ class Evaluation(L.Callback):
         return [f"val/{key}" for name in self.metrics for key in keys[name]]
 
     def cache_key(self, datamodule) -> dict:
-        """Everything the real features depend on."""
-        described = {
-            attr: getattr(datamodule, attr)
-            for attr in ("kind", "seed", "num_samples", "resolution", "channels", "crop")
-            if isinstance(getattr(datamodule, attr, None), (int, float, str))
-        }
+        """Everything the real features depend on: the data module's identity, the reference subset, the features."""
         return {
-            "data": type(datamodule).__qualname__,
-            **described,
-            # image folders: which files (a file added or removed changes the key)
-            "files": hashlib.sha256("\n".join(map(str, getattr(datamodule, "paths", []))).encode()).hexdigest(),
-            "split": "train",
-            "num_real": self.num_real,
+            "data": datamodule.identity(),
+            "reference": {"num_real": self.num_real, "seed": self.seed, "stratified_by": self.labels_digest},
             **self.features.key(),
             "torch": str(torch.__version__),
             "torchmetrics": str(torchmetrics.__version__),
         }
 
-    def _real_features(self, datamodule, real_set, device: torch.device, write_cache: bool) -> Tensor:
+    def reference_indices(self, size: int, labels: Tensor | None) -> Tensor:
+        """Which training samples are the reference set: num_real at random from the seed, stratified by class."""
+        return reference_indices(size, self.num_real, labels, torch.Generator().manual_seed(self.seed))
+
+    def _real_features(self, datamodule, real_set, labels: Tensor | None, device: torch.device, write_cache: bool):
         key = self.cache_key(datamodule)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         path = self.cache_dir / f"real_{self.features.name}_{digest}.pt"
@@ -191,7 +204,8 @@ class Evaluation(L.Callback):
                 log.warning("Ignoring unreadable real-feature cache %s (%s); recomputing.", path, error)
         # fork: a DataLoader draws its seed from the global RNG, and training must not depend on the cache
         with torch.random.fork_rng(devices=[]):
-            loader = DataLoader(Subset(real_set, range(self.num_real)), batch_size=self.batch_size, shuffle=False)
+            subset = Subset(real_set, self.reference_indices(len(real_set), labels).tolist())
+            loader = DataLoader(subset, batch_size=self.batch_size, shuffle=False)
             parts = [
                 self.features(datamodule.decode((b[0] if isinstance(b, (list, tuple)) else b).to(device))).features
                 for b in loader
@@ -207,7 +221,8 @@ class Evaluation(L.Callback):
 
     # ---- evaluation while training ----------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        if pl_module.g_steps % self.every == 0 and pl_module.g_steps != self._last_step:
+        g_steps = pl_module.g_steps  # unchanged over the n_critic batches of one cycle: evaluated once
+        if g_steps > 0 and g_steps % self.every == 0 and g_steps != self._last_step:
             self._evaluate_and_publish(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -262,15 +277,16 @@ class Evaluation(L.Callback):
         for name, metric in metrics.items():  # each rank adds a disjoint shard: synced states hold each real once
             if name in _REAL:
                 metric.update(self.real[rank::world], real=True)
-        # the same latents at every evaluation, whatever the number of ranks: rank r takes rows r, r + world, ...
-        latents = pl_module.sample_latent(self.num_samples, torch.Generator().manual_seed(self.seed))[rank::world]
-        # conditional models: balanced classes, by global sample index (the same under any number of ranks)
-        labels = torch.arange(self.num_samples, device=device)[rank::world] % (
-            getattr(pl_module, "num_classes", 0) or 1
-        )
+        if world > 1:  # every rank samples with rank 0's batch-norm statistics: those of the saved weights
+            pl_module.broadcast_generator_buffers()
+        # the same latents (and labels) at every evaluation, whatever the number of ranks: rank r takes every k-th row
+        generator = torch.Generator().manual_seed(self.seed)
+        latents = pl_module.sample_latent(self.num_samples, generator)[rank::world]
+        conditional = getattr(pl_module, "num_classes", None) is not None
+        labels = self.fake_labels(pl_module.num_classes, generator)[rank::world] if conditional else None
         points = []
-        for z, y in zip(latents.split(self.batch_size), labels.split(self.batch_size), strict=True):
-            kwargs = {"labels": y} if getattr(pl_module, "num_classes", None) else {}
+        for i, z in enumerate(latents.split(self.batch_size)):
+            kwargs = {"labels": labels[i * self.batch_size : (i + 1) * self.batch_size]} if conditional else {}
             samples = pl_module.sample(z, ema=self.ema, **kwargs)
             embedding = self.features(samples.float())
             if self.features.name == "points":
@@ -294,6 +310,13 @@ class Evaluation(L.Callback):
                     self.histogram = (metric.histogram.cpu(), metric.good_histogram.cpu())
                 results.update(value if isinstance(value, dict) else {name: value})
         return {f"val/{k}": v.float() for k, v in results.items()}
+
+    def fake_labels(self, num_classes: int, generator: torch.Generator) -> Tensor:
+        """num_samples class labels in the proportions of the training labels (uniform when unknown)."""
+        weights = self.class_weights if self.class_weights is not None else torch.ones(num_classes)
+        if len(weights) != num_classes:
+            weights = torch.cat([weights, weights.new_zeros(num_classes - len(weights))])[:num_classes]
+        return labels_in_proportion(weights, self.num_samples, generator)
 
     def _build_metrics(self, device: torch.device) -> dict[str, torchmetrics.Metric]:
         d = self.real.shape[1]

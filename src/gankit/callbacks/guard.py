@@ -19,6 +19,8 @@ class NonFiniteLossGuard(L.Callback):
 
     A check reads one number from the device, so it runs at an interval rather than every step.
     Raising in `on_save_checkpoint` aborts that save: `last.ckpt` keeps the last finite weights.
+    Under DDP the decision is reduced across ranks (every rank checks at the same steps): when one
+    rank's losses diverge, all stop together instead of leaving the others waiting in a collective.
     """
 
     def __init__(self, every_n_steps: int = 50, min_loss_scale: float = 2.0**-8) -> None:
@@ -38,15 +40,15 @@ class NonFiniteLossGuard(L.Callback):
         self.check(trainer, pl_module, saving=True)
 
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule, saving: bool = False) -> None:
-        """Raise FloatingPointError naming the loss, the step and what to try."""
+        """Raise FloatingPointError naming the loss, the step and what to try (on every rank, or on none)."""
         if not self._latest:
             return
         names = list(self._latest)
         finite = torch.isfinite(torch.stack([self._latest[k].float() for k in names])).tolist()
         bad = [f"train/{k}" for k, ok in zip(names, finite, strict=True) if not ok]
-        if not bad:
+        if not trainer.strategy.reduce_boolean_decision(bool(bad), all=False):  # any rank
             return
-        what = f"{' and '.join(bad)} became non-finite"
+        what = f"{' and '.join(bad)} became non-finite" if bad else "another rank's losses became non-finite"
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         if scaler is not None and scaler.is_enabled():
             scale = scaler.get_scale()

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 
 class EpochShards(DistributedSampler):
@@ -25,10 +26,15 @@ class EpochShards(DistributedSampler):
         self.batch_size = batch_size
 
     def __iter__(self):
+        return self._iterate()  # a generator: the order is drawn at the first batch, after `set_epoch`
+
+    def _iterate(self):
         indices = list(super().__iter__())
         if self.batch_size is None:
-            return iter(indices)
-        return (indices[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size))
+            yield from indices
+        else:
+            for i in range(0, len(self) * self.batch_size, self.batch_size):
+                yield indices[i : i + self.batch_size]
 
     def __len__(self) -> int:
         return super().__len__() if self.batch_size is None else super().__len__() // self.batch_size
@@ -108,15 +114,52 @@ class GANDataModule(L.LightningDataModule):
         """The training set; called once per process."""
         raise NotImplementedError
 
+    def identity(self) -> dict:
+        """Everything the training images depend on: the key of every cache built from them (prepared
+        data, real features). What is common here; what the images are made from is `source()`."""
+        return {
+            "data": type(self).__qualname__,
+            "split": "train",
+            "resolution": getattr(self, "resolution", None),
+            "channels": getattr(self, "channels", None),
+            **self.source(),
+        }
+
+    def source(self) -> dict:
+        """What the images are made from and how: set name, files (with sizes and times), preprocessing."""
+        raise NotImplementedError(f"{type(self).__name__}.source() must say what its images are made from")
+
+    def train_labels(self) -> Tensor | None:
+        """The class label of every training sample [N] (None for unlabeled data), without reading images."""
+        if self.num_classes is None:
+            return None
+        if self.train_set is None:
+            self.setup("fit")
+        data = self.train_set
+        if isinstance(data, TensorDataset):
+            return data.tensors[1] if len(data.tensors) > 1 else None
+        return getattr(data, "labels", None)
+
+    def class_weights(self) -> Tensor | None:
+        """The share of each class among the training samples [K] (None for unlabeled data)."""
+        labels = self.train_labels()
+        if labels is None:
+            return None
+        return torch.bincount(labels, minlength=self.num_classes).double() / len(labels)
+
     def train_dataloader(self) -> DataLoader:
+        """Batches in the order EpochShards draws from (seed, epoch). The loader is stateful: a checkpoint
+        saved mid-epoch holds its position, and a resumed run goes on from the next batch."""
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the run's `seed` (set by seed_everything)
         data = IndexSet(len(self.train_set)) if self.on_device else self.train_set
         batched = isinstance(data, TensorDataset) or getattr(data, "batched", False)
         sampler = EpochShards(data, world_size, rank, seed, self.batch_size if batched else None)
-        return DataLoader(
+        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)  # a resumed run's epoch, already
+        return StatefulDataLoader(
             data,
+            generator=torch.Generator().manual_seed(seed),  # workers' seeds: the data stream's, not training's
             batch_size=None if batched else self.batch_size,  # batched: the sampler yields whole batches
             sampler=sampler,
             drop_last=not batched,

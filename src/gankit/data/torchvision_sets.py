@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from gankit.data.base import GANDataModule
+from gankit.data.prepared import fingerprint
 
 SETS = {  # name -> (torchvision class, native channels, what to copy into root when offline)
     "cifar10": ("CIFAR10", 3, "cifar-10-python.tar.gz (www.cs.toronto.edu/~kriz/cifar.html), unpacked"),
@@ -96,6 +97,20 @@ class TorchvisionDataModule(GANDataModule):
     def prepare_data(self) -> None:
         """Once per node: download when allowed (torchvision skips files already there)."""
         load_torchvision_set(self.name, self.root, True, self.download)
+
+    def source(self) -> dict:
+        import torchvision.datasets
+
+        class_name = SETS[self.name][0]
+        folder = self.root / getattr(getattr(torchvision.datasets, class_name), "base_folder", class_name)
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        return {
+            "source": f"torchvision.datasets.{class_name}",
+            "name": self.name,
+            "root": str(self.root.resolve()),
+            "fingerprint": fingerprint(folder, files),
+            "preprocessing": "grey <-> RGB by repetition / ITU-R 601 luma; bilinear antialiased resize, rounded",
+        }
 
     def build_train_set(self) -> TensorDataset:
         data = load_torchvision_set(self.name, self.root, True, download=False)

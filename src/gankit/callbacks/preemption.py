@@ -1,0 +1,103 @@
+"""Preemption that saves: SIGTERM, SIGINT or SIGUSR1 end the run at a step boundary with a checkpoint of it.
+
+A scheduler (SLURM, Kubernetes, a laptop's Ctrl-C) asks a job to stop with a signal. The signal only
+sets a flag; at the end of the current batch every rank agrees (a decision reduced across ranks),
+the run saves `checkpoints/last.ckpt` at that step (written atomically) and stops with `Preempted`,
+which `train()` turns into one line naming the checkpoint and the command that resumes, and exit
+status 128 + the signal's number (so a scheduler does not read the job as finished). Under SLURM,
+USR1 / USR2 (the time-limit warning; submitit asks for USR2) also requeue the job
+(`scontrol requeue`), after the checkpoint is written. A second
+signal of the same kind while the step finishes takes the default action (stops at once).
+
+Lightning's own SIGTERM handling (a flag, then `SIGTERMException` at the batch end) exits with
+status 0 and saves nothing at that step; this callback's handlers replace it for the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
+
+log = logging.getLogger(__name__)
+SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
+REQUEUE_SIGNALS = ("SIGUSR1", "SIGUSR2")  # SLURM's time-limit warnings (submitit asks for USR2)
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after saving `path` at generator step `g_step`."""
+
+    def __init__(self, signum: int, path: Path, g_step: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at generator step {g_step}; saved {path}")
+        self.signum, self.path, self.g_step = signum, path, g_step
+
+
+class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other callbacks of a batch
+    """Installs the signal handlers for the length of `fit` and saves + stops at the next batch end."""
+
+    def __init__(self, dirpath: str, signals: list[str] | tuple[str, ...] = SIGNALS, requeue: bool = True) -> None:
+        super().__init__()
+        unknown = [name for name in signals if not hasattr(signal, name)]
+        if unknown:
+            raise ValueError(f"callbacks.preemption.signals: unknown signals {unknown}; e.g. {list(SIGNALS)}")
+        self.path = Path(dirpath) / "last.ckpt"
+        self.signals = [getattr(signal, name) for name in signals]
+        self.requeue = requeue
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            log.warning("Received %s: finishing this step, then saving a checkpoint", signal.Signals(signum).name)
+        self.received = signum
+        # a second one stops at once: the default action (Ctrl-C: KeyboardInterrupt)
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = None
+        for signum in self.signals:  # after Lightning's own (registered in fit before this hook): ours win
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        received = self.received is not None
+        if trainer.world_size > 1:  # every rank stops at the same step, or none does
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if not received:
+            return
+        signum = self.received or signal.SIGTERM
+        trainer.save_checkpoint(self.path)
+        job = slurm_job_id()
+        if self.requeue and job and signal.Signals(signum).name in REQUEUE_SIGNALS and trainer.is_global_zero:
+            requeue_slurm_job(job)
+        raise Preempted(signum, self.path, pl_module.g_steps)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def slurm_job_id() -> str | None:
+    """This SLURM job's id as scontrol names it (array jobs: <array>_<task>); None outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_slurm_job(job: str) -> None:
+    """`scontrol requeue <job>`: SLURM starts the job again, which resumes with ckpt_path=auto."""
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.error("Could not requeue SLURM job %s (%s); resume it by hand with ckpt_path=auto", job, error)
+        return
+    if result.returncode == 0:
+        log.warning("Requeued SLURM job %s: it resumes from the checkpoint when it starts again", job)
+    else:
+        log.error("scontrol requeue %s failed (%s); resume by hand with ckpt_path=auto", job, result.stderr.strip())

@@ -1,0 +1,255 @@
+"""Stopped anywhere and resumed, a run ends as the uninterrupted one did; preemption saves; bad files fail clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from gankit.checkpoints import AtomicCheckpointIO, read_checkpoint
+from gankit.training import train
+from tests.conftest import ROOT, run_cli, write_images
+from tests.test_training import read_metrics
+
+
+class SignalAt(L.Callback):
+    """Sends this process a real signal at the end of a given training batch (a scheduler's preemption)."""
+
+    def __init__(self, batch: int, signum: int = signal.SIGTERM) -> None:
+        self.batch, self.signum, self.seen = batch, signum, 0
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.seen += 1
+        if self.seen == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+def _with_callback(monkeypatch, callback: L.Callback) -> None:
+    original_init = L.Trainer.__init__
+
+    def init(self, *args, callbacks=(), **kwargs):
+        original_init(self, *args, callbacks=[callback, *callbacks], **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "__init__", init)
+
+
+@pytest.fixture
+def image_run(cfg_factory, tmp_path):
+    """A run that uses every random stream: flips, DiffAugment, n_critic=2, EMA, the digits evaluation."""
+    write_images(tmp_path / "imgs", 48, size=(20, 20))
+    common = [
+        "data=image_folder",
+        f"data.root={tmp_path / 'imgs'}",
+        "data.channels=1",
+        "data.flip=true",
+        "data.num_workers=0",
+        "data.batch_size=8",  # 6 batches, 3 generator steps an epoch
+        "model.augment=[color,translation]",
+        "model.n_critic=2",
+        "model.ema_decay=0.9",
+        "metrics=digits",
+        "metrics.evaluation.num_samples=32",
+        "callbacks.model_checkpoint.keep=-1",
+        "g_steps=null",  # the length in epochs
+    ]
+    return lambda *extra, output_dir=None: cfg_factory(*common, *extra, output_dir=output_dir)
+
+
+def _final(cfg) -> dict:
+    return read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+
+
+def _assert_same_run(a: dict, b: dict) -> None:
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for index, state in opt_a["state"].items():
+            for name, value in state.items():
+                assert torch.equal(value, opt_b["state"][index][name]), (index, name)
+
+
+def test_resume_at_an_epoch_boundary_is_the_same_run(image_run):
+    straight = image_run("trainer.max_epochs=3")
+    train(straight)
+    first = image_run("trainer.max_epochs=1")
+    train(first)
+    resumed = image_run("trainer.max_epochs=3", f"ckpt_path={Path(first.paths.output_dir) / 'checkpoints/last.ckpt'}")
+    train(resumed)
+    _assert_same_run(_final(straight), _final(resumed))
+
+
+def test_preempted_mid_epoch_and_resumed_with_auto_is_the_same_run(image_run, monkeypatch, caplog):
+    straight = image_run("trainer.max_epochs=2")
+    train(straight)
+    stopped = image_run("trainer.max_epochs=2", "ckpt_path=auto")
+    run_dir = Path(stopped.paths.output_dir)
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalAt(batch=7))  # mid-epoch 2, between the D steps of a cycle
+        with pytest.raises(SystemExit) as stop:
+            train(stopped)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert "Resume with: python train.py" in caplog.text and "ckpt_path=auto" in caplog.text
+    saved = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 10  # 7 D steps + 3 G steps: the step the signal arrived in
+    train(image_run("trainer.max_epochs=2", "ckpt_path=auto", output_dir=run_dir))  # the same command again
+    _assert_same_run(_final(straight), read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    # the evaluation of the resume step is not repeated (its last step is in the checkpoint)
+    steps = [int(r["step"]) for r in read_metrics(run_dir) if r.get("val/fid")]
+    assert len(steps) == len(set(steps))
+
+
+def test_sigterm_through_the_command_line_exits_non_zero_with_a_checkpoint(tmp_path):
+    run, err = tmp_path / "run", tmp_path / "stderr.txt"
+    with open(err, "w") as stderr_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                "debug=fast",
+                "g_steps=100000",
+                "metrics=none",
+                f"hydra.run.dir={run}",
+                "callbacks.samples.every_n_g_steps=100000",
+            ],  # fmt: skip
+            cwd=ROOT,
+            env={**os.environ, "WANDB_MODE": "disabled"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "samples" / "g_step_0000000.png").is_file():
+            time.sleep(0.5)  # training has started: the first grid is drawn at on_train_start
+        time.sleep(1)  # a few steps
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    stderr = err.read_text()
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "Resume with: python train.py" in (run / "debug.log").read_text()  # the log and the console
+    saved = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] > 0
+
+
+# ---- checkpoints that cannot hurt --------------------------------------------------------------
+def test_kill_9_during_saves_never_leaves_an_unloadable_file(tmp_path):
+    """A process saving a checkpoint in a loop, killed at 8 moments of it: last.ckpt always loads."""
+    script = (
+        "import sys, torch\n"
+        "from gankit.checkpoints import AtomicCheckpointIO\n"
+        "io, i = AtomicCheckpointIO(), 0\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    i += 1\n"
+        "    ckpt = {'state_dict': {'w': torch.full((1_000_000,), float(i))}, 'global_step': i, 'loops': {}}\n"
+        "    io.save_checkpoint(ckpt, sys.argv[1])\n"
+    )
+    path = tmp_path / "last.ckpt"
+    steps = []
+    for trial in range(8):
+        process = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+        process.stdout.readline()
+        time.sleep(0.3 + 0.37 * (trial % 5) / 5)
+        process.kill()
+        process.wait()
+        checkpoint = read_checkpoint(path)
+        assert torch.all(checkpoint["state_dict"]["w"] == checkpoint["global_step"])
+        steps.append(checkpoint["global_step"])
+    assert max(steps) > 1  # the kills did land during a loop of saves
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (os.urandom(4096), "is not a readable checkpoint"),
+        (None, "is not a readable checkpoint"),  # a real checkpoint cut in half
+        ("foreign", "is not a gankit training checkpoint"),
+    ],
+    ids=["random-bytes", "truncated", "foreign"],
+)
+def test_a_bad_checkpoint_is_one_message_naming_the_file(cfg_factory, tmp_path, content, message):
+    bad = tmp_path / "bad.ckpt"
+    if content is None:
+        AtomicCheckpointIO().save_checkpoint(
+            {"state_dict": {"w": torch.ones(10_000)}, "global_step": 1, "loops": {}}, bad
+        )
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    elif content == "foreign":
+        torch.save({"model": torch.ones(3)}, bad)
+    else:
+        bad.write_bytes(content)
+    result = run_cli("debug=fast", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("gankit: error: ckpt_path=") and str(bad) in last and message in last
+    assert "Traceback" not in result.stderr
+
+
+def test_auto_skips_a_broken_newest_checkpoint(tmp_path, caplog):
+    from gankit.checkpoints import resumable_checkpoint
+
+    good = tmp_path / "g_step_0000002.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "global_step": 4, "loops": {}}, good)
+    time.sleep(0.01)
+    (tmp_path / "last.ckpt").write_bytes(b"half a file")
+    assert resumable_checkpoint(tmp_path) == good
+    assert "last.ckpt is not a readable checkpoint" in caplog.text
+    assert resumable_checkpoint(tmp_path / "none") is None
+
+
+# ---- schedules that follow the run length, retention, types ------------------------------------
+def test_a_longer_resumed_run_follows_its_own_schedule(cfg_factory):
+    first = cfg_factory("model=gan_mlp_r1", "data=ring", "g_steps=4", "metrics=none")
+    train(first)
+    resumed = cfg_factory(
+        "model=gan_mlp_r1", "data=ring", "g_steps=8", "metrics=none",
+        f"ckpt_path={Path(first.paths.output_dir) / 'checkpoints/last.ckpt'}",
+    )  # fmt: skip
+    train(resumed)
+    final = read_checkpoint(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt")
+    for scheduler in final["lr_schedulers"]:
+        assert scheduler["total_iters"] == 8 and scheduler["last_epoch"] == 8
+    assert all(group["lr"] == 0 for opt in final["optimizer_states"] for group in opt["param_groups"])
+    # at the restart (step 4 of 8) the learning rate was half, not already 0 (the old length)
+    fresh = read_checkpoint(Path(first.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert all(group["lr"] == 0 for opt in fresh["optimizer_states"] for group in opt["param_groups"])
+
+
+def test_d_schedule_counts_generator_steps_with_n_critic(cfg_factory):
+    cfg = cfg_factory("model=gan_mlp_r1", "data=ring", "g_steps=4", "model.n_critic=2", "metrics=none")
+    train(cfg)
+    final = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert [s["last_epoch"] for s in final["lr_schedulers"]] == [4, 4]  # D reaches 0 at the end, not halfway
+
+
+def test_a_recipe_that_needs_g_steps_says_so(cfg_factory):
+    cfg = cfg_factory("model=gan_mlp_r1", "data=ring", "g_steps=null", "trainer.max_epochs=1", "metrics=none")
+    with pytest.raises(SystemExit, match="model.g_scheduler runs over the run's length .* set g_steps=N"):
+        train(cfg)
+
+
+def test_checkpoints_keep_the_newest_and_follow_generator_steps(cfg_factory):
+    cfg = cfg_factory(
+        "g_steps=12",
+        "metrics=none",
+        "callbacks.model_checkpoint.every_n_g_steps=2",
+        "callbacks.model_checkpoint.keep=2",
+        "model.n_critic=2",
+    )
+    train(cfg)
+    names = sorted(p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
+    assert names == ["g_step_0000010.ckpt", "g_step_0000012.ckpt", "last.ckpt"]
+
+
+@pytest.mark.parametrize("override, key", [("seed=abc", "seed"), ("g_steps=1.5", "g_steps"),
+                                           ("data.batch_size=big", "data.batch_size")])  # fmt: skip
+def test_wrong_types_name_the_key(cfg_factory, override, key):
+    with pytest.raises(SystemExit, match=f"gankit: error: {key}=.* must be a whole number"):
+        train(cfg_factory(override))
