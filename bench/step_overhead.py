@@ -56,7 +56,7 @@ def compose_cfg(overrides: list[str], out: Path):
     return cfg
 
 
-def batches(cfg, device: torch.device, n: int) -> list:
+def batches(cfg, device: torch.device, n: int) -> tuple[list, L.LightningDataModule]:
     """n real batches, on the device and decoded, as the module's training_step receives them."""
     dm = instantiate(cfg.data)
     dm.setup("fit")
@@ -68,7 +68,7 @@ def batches(cfg, device: torch.device, n: int) -> list:
             out.append(dm.on_after_batch_transfer(batch, 0))
             if len(out) == n:
                 break
-    return out
+    return out, dm
 
 
 def raw_loop(cfg, data: list, device: torch.device) -> float:
@@ -114,13 +114,31 @@ def raw_loop(cfg, data: list, device: torch.device) -> float:
     return (time.perf_counter() - start) / (len(data) - 5)
 
 
-class ListData(L.LightningDataModule):
+class Batches:
+    """The prepared batches as one loader (a plain list would be read as a list of loaders)."""
+
     def __init__(self, data: list) -> None:
-        super().__init__()
         self.data = data
 
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class ListData(L.LightningDataModule):
+    """The real data module's description (for the callbacks) around batches prepared beforehand."""
+
+    def __init__(self, data: list, real: L.LightningDataModule) -> None:
+        super().__init__()
+        self.data, self.real = data, real
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["real"], name)
+
     def train_dataloader(self):
-        return self.data  # already on the device: Lightning iterates the list
+        return Batches(self.data)  # already on the device and decoded
 
 
 class Timer(L.Callback):
@@ -140,7 +158,7 @@ class Timer(L.Callback):
         self.seconds = (time.perf_counter() - self.start) / (self.n - 5)
 
 
-def gankit_loop(cfg, data: list, device: torch.device, callbacks: bool, out: Path) -> float:
+def gankit_loop(cfg, data: list, dm, device: torch.device, callbacks: bool, out: Path, precision="32-true") -> float:
     torch.manual_seed(0)
     module = instantiate(cfg.model)
     timer = Timer(device)
@@ -148,6 +166,7 @@ def gankit_loop(cfg, data: list, device: torch.device, callbacks: bool, out: Pat
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
+        precision=precision,
         max_steps=len(data) * (module.n_critic + 1),
         max_epochs=1,
         logger=L.pytorch.loggers.CSVLogger(str(out)) if callbacks else False,
@@ -158,7 +177,7 @@ def gankit_loop(cfg, data: list, device: torch.device, callbacks: bool, out: Pat
         enable_model_summary=False,
         default_root_dir=str(out),
     )
-    trainer.fit(module, datamodule=ListData(data))
+    trainer.fit(module, datamodule=ListData(data, dm))
     return timer.seconds
 
 
@@ -178,12 +197,12 @@ def main() -> None:
     for case in cases:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose_cfg(CASES[case], Path(tmp))
-            data = batches(cfg, device, args.steps + 5)
+            data, dm = batches(cfg, device, args.steps + 5)
             rows = []
             for _ in range(args.rounds):
                 raw = raw_loop(cfg, data, device)
-                bare = gankit_loop(cfg, data, device, False, Path(tmp))
-                full = gankit_loop(cfg, data, device, True, Path(tmp))
+                bare = gankit_loop(cfg, data, dm, device, False, Path(tmp))
+                full = gankit_loop(cfg, data, dm, device, True, Path(tmp))
                 rows.append((raw, bare, full))
         raw = statistics.median(r[0] for r in rows)
         bare = statistics.median(r[1] for r in rows)

@@ -89,3 +89,33 @@ def test_recipes_train_in_mixed_precision_on_cuda(cfg_factory, recipe, precision
     assert_penalties_settle(rows, model, recipe)
     # The evaluation ran on the GPU and produced a number.
     assert any(r.get("val/modes") or r.get("val/fid") for r in rows)
+
+
+def test_fused_adam_under_fp16_clips_unscaled_gradients(cfg_factory):
+    """On CUDA Adam is fused; Lightning then skips unscale_, so gankit unscales before clipping and logging:
+    the logged gradient norms match a bf16 run's (no scaler) in size, not 2^16 times larger."""
+    norms = {}
+    for precision in ("16-mixed", "bf16-mixed"):
+        cfg = cfg_factory("trainer.accelerator=gpu", f"trainer.precision={precision}", "g_steps=6",
+                          "model.d_clip_norm=1000.0", "metrics=none")  # fmt: skip
+        train(cfg)
+        rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r.get("train/d_grad_norm")]
+        norms[precision] = max(float(r["train/d_grad_norm"]) for r in rows)
+    assert norms["16-mixed"] < 20 * norms["bf16-mixed"]
+
+
+def test_resume_on_the_gpu_with_deterministic_kernels(cfg_factory):
+    """What holds on a GPU: an epoch-boundary resume with trainer.deterministic=true ends at the same weights."""
+    from tests.test_exact_resume import _assert_same_run, _final
+
+    common = ["trainer.accelerator=gpu", "trainer.deterministic=true", "g_steps=null", "metrics=none",
+              "data=ring", "model=gan_mlp", "data.num_samples=256", "data.batch_size=64"]  # fmt: skip
+    straight = cfg_factory(*common, "trainer.max_epochs=4")
+    train(straight)
+    first = cfg_factory(*common, "trainer.max_epochs=2")
+    train(first)
+    resumed = cfg_factory(
+        *common, "trainer.max_epochs=4", f"ckpt_path={Path(first.paths.output_dir) / 'checkpoints/last.ckpt'}"
+    )
+    train(resumed)
+    _assert_same_run(_final(straight), _final(resumed))

@@ -167,3 +167,57 @@ def test_other_loggers(cfg_factory, logger):
     run = Path(cfg.paths.output_dir)
     assert (run / "samples" / "g_step_0000004.png").is_file()
     assert bool(list(run.glob("tensorboard/events.out.tfevents.*"))) == (logger == "tensorboard")
+
+
+def test_work_only_logging_needs_is_done_on_logging_steps(cfg_factory, monkeypatch):
+    """Gradient norms (and self.log) on every log_every_n_steps-th batch only: 6 batches, every 3rd logged."""
+    import gankit.module
+
+    calls = []
+    original = gankit.module.get_total_norm
+    monkeypatch.setattr(gankit.module, "get_total_norm", lambda *a, **k: calls.append(1) or original(*a, **k))
+    cfg = cfg_factory("g_steps=6", "trainer.log_every_n_steps=3", "metrics=none")
+    train(cfg)
+    assert len(calls) == 4  # batches 3 and 6, G and D each
+    rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r.get("train/d_grad_norm")]
+    assert [int(r["step"]) for r in rows] == [2, 5]
+
+
+def _train_counting_graphs(cfg) -> list[int]:
+    """Train; after each batch, how many distinct graphs dynamo has made so far."""
+    from torch._dynamo.utils import counters
+
+    graphs = []
+    probe = L.Callback()
+    probe.on_train_batch_end = lambda *a, **k: graphs.append(counters["stats"]["unique_graphs"])
+    original_init = L.Trainer.__init__
+
+    def init(self, *args, callbacks=(), **kwargs):
+        original_init(self, *args, callbacks=[*callbacks, probe], **kwargs)
+
+    L.Trainer.__init__ = init
+    try:
+        train(cfg)
+    finally:
+        L.Trainer.__init__ = original_init
+    return graphs
+
+
+@pytest.mark.parametrize("n_critic", [1, 2])
+def test_compiled_steps_match_eager_ones_without_recompiling_every_step(cfg_factory, n_critic):
+    """model.compile (dynamo graphs; aot_eager keeps the test fast on CPU): same losses, graphs made once."""
+    torch._dynamo.reset()
+    losses = {}
+    for name, options in (("eager", "null"), ("compiled", "{backend: aot_eager}")):
+        cfg = cfg_factory(f"model.compile={options}", "g_steps=8", f"model.n_critic={n_critic}", "metrics=none",
+                          "trainer.log_every_n_steps=1")  # fmt: skip
+        graphs = _train_counting_graphs(cfg)
+        rows = read_metrics(Path(cfg.paths.output_dir))
+        losses[name] = [float(r[k]) for r in rows for k in ("train/d_loss", "train/g_loss") if r.get(k)]
+        if name == "compiled":
+            cycle = n_critic + 1
+            assert graphs[-1] == graphs[2 * cycle - 1] > 0  # graphs made in the first cycles, then reused
+            assert graphs[-1] <= 12  # a fixed set: G and D with and without gradients, eval-mode G, graph breaks
+    assert len(losses["eager"]) == len(losses["compiled"]) >= 8
+    for eager, compiled in zip(losses["eager"], losses["compiled"], strict=True):
+        assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-5)

@@ -15,9 +15,10 @@ norm lives in the networks (`discriminator.spectral_norm`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import lightning as L
 import torch
@@ -69,6 +70,8 @@ class GANModule(L.LightningModule):
         conditional: bool = False,
         info: dict | None = None,
         top_k: dict | None = None,
+        compile: bool | dict | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -138,6 +141,29 @@ class GANModule(L.LightningModule):
         self._schedulers: dict[str, LRScheduler | None] = {"g": None, "d": None}
         self._scheduler_settings: dict[str, dict] = {}
         self._restored_stream: dict | None = None
+        if compile not in (None, False) and not isinstance(compile, (bool, Mapping)):
+            raise ValueError(f"model.compile takes true, false or torch.compile's options as a dict; got {compile!r}")
+        self.compile_options = None if compile in (None, False) else ({} if compile is True else dict(compile))
+        self.channels_last = channels_last
+        self._logging = True  # this batch is a logging step (set in on_train_batch_start)
+        self._optimizer_g: Optimizer | None = None
+
+    def configure_model(self) -> None:
+        """`model.compile`: torch.compile G and D in place (state_dict keys unchanged; the EMA copy stays eager).
+
+        Each network gets one graph with gradients and one frozen (toggled_optimizer flips
+        requires_grad, a guard that recompiles once, not every step); G and D share the frame of
+        nn.Module's call, so the recompile limit is raised to hold their graphs.
+        `model.channels_last`: conv weights (and images, in training_step) in NHWC on CUDA.
+        """
+        if self.channels_last and self.device.type == "cuda":
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        if self.compile_options is not None and not getattr(self, "_compiled", False):
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+            self.generator.compile(**self.compile_options)
+            self.discriminator.compile(**self.compile_options)
+            self._compiled = True
 
     def setup(self, stage: str) -> None:
         """Each rank's training noise from (seed, rank): k DDP processes draw k different batches of fakes.
@@ -237,7 +263,7 @@ class GANModule(L.LightningModule):
             ("d", [*self.discriminator.parameters(), *q_head]),
         ):
             make_optimizer, make_scheduler = self._factories[name]
-            optimizer = make_optimizer(params)
+            optimizer = make_optimizer(params, **self._fused(make_optimizer))
             config = {"optimizer": optimizer}
             if make_scheduler is not None:
                 scheduler = make_scheduler(optimizer)
@@ -252,9 +278,16 @@ class GANModule(L.LightningModule):
             configs.append(config)
         return configs  # order [G, D]: self.optimizers() returns them in this order
 
+    def _fused(self, factory) -> dict:
+        """On CUDA, Adam / AdamW / SGD as one fused kernel per step (unless the config says `fused`)."""
+        target = getattr(factory, "func", factory)
+        settable = "fused" in inspect.signature(target).parameters and "fused" not in getattr(factory, "keywords", {})
+        return {"fused": True} if self.device.type == "cuda" and settable else {}
+
     def on_train_start(self) -> None:
         """After a restore: the schedules of this run's config (e.g. a longer g_steps) at the restored
         step, and each rank's training stream where the checkpoint left it."""
+        self._optimizer_g = self.optimizers()[0].optimizer  # to tell G's optimizer in on_before_optimizer_step
         for name, scheduler in self._schedulers.items():
             if scheduler is not None and _settings(scheduler) != self._scheduler_settings[name]:
                 log.info("model.%s_scheduler: this run's settings %s at step %d (the checkpoint had %s)",
@@ -294,6 +327,8 @@ class GANModule(L.LightningModule):
 
     def training_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         real = batch[0] if isinstance(batch, (tuple, list)) else batch  # [N, C, H, W] in [-1, 1]
+        if self.channels_last and real.ndim == 4 and real.is_cuda:
+            real = real.contiguous(memory_format=torch.channels_last)
         n = real.shape[0]
         y_real = batch[1] if self.num_classes is not None else None  # conditional: the data's labels
         opt_g, opt_d = self.optimizers()
@@ -312,9 +347,10 @@ class GANModule(L.LightningModule):
         # d_auc: how often D scores a real image above a fake one (0.5: it cannot tell, 1: it wins outright)
         d_auc = (d_real.detach()[:, None] > d_fake.detach()[None, :]).float().mean()
         out = {"d_loss": d_loss.detach(), "d_auc": d_auc}
-        self.log("train/d_loss", out["d_loss"], prog_bar=True)
-        self.log_dict({"train/d_real": d_real.detach().mean(), "train/d_fake": d_fake.detach().mean()})
-        self.log("train/d_auc", d_auc)
+        if self._logging:
+            self.log("train/d_loss", out["d_loss"], prog_bar=True)
+            self.log_dict({"train/d_real": d_real.detach().mean(), "train/d_fake": d_fake.detach().mean()})
+            self.log("train/d_auc", d_auc)
 
         if self.d_steps % self.n_critic == 0:  # this batch closes a cycle: one G step
             with self.toggled_optimizer(opt_g):  # D frozen: gradients reach G only
@@ -324,10 +360,10 @@ class GANModule(L.LightningModule):
                 if self.top_k is not None:
                     fraction = self.top_k_fraction()
                     d_fake = top_k(d_fake, fraction)
-                    self.log("train/top_k_fraction", fraction)
+                    self._log("train/top_k_fraction", fraction)
                 g_loss = self.loss.g(d_fake) + info_loss
                 if self.info is not None:
-                    self.log("train/info_loss", info_loss.detach())
+                    self._log("train/info_loss", info_loss.detach())
                 opt_g.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 opt_g.step()
@@ -336,7 +372,7 @@ class GANModule(L.LightningModule):
             if self.generator_ema is not None:
                 self.generator_ema.update(self.generator, step=self.g_steps)
             out["g_loss"] = g_loss.detach()
-            self.log("train/g_loss", out["g_loss"], prog_bar=True)
+            self._log("train/g_loss", out["g_loss"], prog_bar=True)
         return out  # detached: read by callbacks (e.g. the non-finite loss guard)
 
     def top_k_fraction(self) -> float:
@@ -377,11 +413,11 @@ class GANModule(L.LightningModule):
         critic = lambda x: self._d(x, y_real)  # noqa: E731
         if self.gp_weight is not None:
             gp = gradient_penalty(critic, real_in, fake_in, scaler)
-            self.log("train/gradient_penalty", gp.detach())
+            self._log("train/gradient_penalty", gp.detach())
             total = total + self.gp_weight * gp
         if self.r1_gamma is not None and self.d_steps % self.r1_every == 0:
             r1 = r1_penalty(critic, real_in, scaler)
-            self.log("train/r1_penalty", r1.detach())
+            self._log("train/r1_penalty", r1.detach())
             total = total + (self.r1_gamma / 2) * self.r1_every * r1  # lazy: weighted by the interval
         return total
 
@@ -391,14 +427,29 @@ class GANModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """Clip and log the gradient norm of the network about to step (gradients already unscaled under AMP)."""
-        name = "g" if optimizer is self.optimizers()[0].optimizer else "d"
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        name = "g" if optimizer is self._optimizer_g else "d"
         max_norm = self.clip_norm[name]
+        if max_norm is None and not self._logging:
+            return  # the norm is only logged: not computed on other batches
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and scaler.is_enabled() and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)  # Lightning leaves a fused optimizer's gradients scaled (it unscales in-kernel)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if max_norm is not None:
             norm = clip_grad_norm_(params, max_norm)  # returns the norm before clipping
         else:
             norm = get_total_norm([p.grad for p in params])
-        self.log(f"train/{name}_grad_norm", norm)  # a tensor: no device sync here
+        self._log(f"train/{name}_grad_norm", norm)  # a tensor: no device sync here
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Whether this batch's values reach the loggers (every trainer.log_every_n_steps batches): what only
+        logging needs (self.log, gradient norms) is done on those batches alone, a fixed cost saved per step."""
+        trainer = self.trainer
+        self._logging = bool(trainer.loggers) and trainer._logger_connector.should_update_logs
+
+    def _log(self, name: str, value, prog_bar: bool = False) -> None:
+        if self._logging:
+            self.log(name, value, prog_bar=prog_bar)
 
 
 _PROGRESS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial")

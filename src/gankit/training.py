@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -55,6 +56,8 @@ def _fit(cfg: DictConfig) -> float | None:
     check_types(cfg)
     check_cluster(cfg)
     ckpt_path = resume_from(cfg)
+    if torch.cuda.is_available() and cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)  # "high": TF32 matmuls on Ampere and later
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     else:  # no run seed: nothing may read an earlier run's (data order, training streams)
