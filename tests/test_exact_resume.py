@@ -253,3 +253,45 @@ def test_checkpoints_keep_the_newest_and_follow_generator_steps(cfg_factory):
 def test_wrong_types_name_the_key(cfg_factory, override, key):
     with pytest.raises(SystemExit, match=f"gankit: error: {key}=.* must be a whole number"):
         train(cfg_factory(override))
+
+
+def test_checkpoints_carry_their_config_and_a_mismatch_is_one_message(cfg_factory, tmp_path):
+    """eval.py / generate.py rebuild the model from the checkpoint's own config (a folder whose .hydra was
+    rewritten by a refused resume still works); a file without one that does not fit is one message."""
+    ring = cfg_factory("model=gan_mlp", "data=ring", "metrics=none")
+    train(ring)
+    dcgan = tmp_path / "dcgan"  # a real run directory, with its .hydra/config.yaml
+    assert run_cli("debug=fast", "metrics=none", f"hydra.run.dir={dcgan}").returncode == 0
+    moved = dcgan / "checkpoints" / "ring.ckpt"
+    checkpoint = read_checkpoint(Path(ring.paths.output_dir) / "checkpoints" / "last.ckpt")
+    AtomicCheckpointIO().save_checkpoint(checkpoint, moved)
+    env = {"GANKIT_LOG_DIR": str(tmp_path / "logs")}
+    ok = run_cli(f"ckpt_path={moved}", "num_samples=8", "png=false", script="generate.py", env=env)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    del checkpoint["gankit_config"]  # a file from before configs were stored: the folder's config is read
+    AtomicCheckpointIO().save_checkpoint(checkpoint, moved)
+    for script in ("eval.py", "generate.py"):
+        bad = run_cli(f"ckpt_path={moved}", script=script, env=env)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        assert bad.stderr.strip().splitlines()[-1].startswith(f"gankit: error: ckpt_path={moved} holds another model")
+
+
+def test_auto_moves_unreadable_checkpoints_aside_and_writes_a_fresh_last(image_run, tmp_path):
+    cfg = image_run("trainer.max_epochs=1", "ckpt_path=auto", "metrics=none")
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").write_bytes(os.urandom(1000))
+    train(cfg)
+    names = sorted(p.name for p in folder.iterdir())
+    assert "last.ckpt.unreadable" in names and "last.ckpt" in names and "last-v1.ckpt" not in names
+    assert read_checkpoint(folder / "last.ckpt")["global_step"] > 0
+
+
+def test_eval_resizes_the_runs_own_metrics_with_a_plus_override(cfg_factory, tmp_path):
+    cfg = cfg_factory()
+    train(cfg)
+    env = {"GANKIT_LOG_DIR": str(tmp_path / "logs")}
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    result = run_cli(f"ckpt_path={ckpt}", "+metrics.evaluation.num_samples=48", script="eval.py", env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "num_fake: 48" in result.stdout and "fid" in result.stdout

@@ -38,11 +38,13 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated zip, random bytes, a pickle with code in it, ...
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        if "Weights only load failed" in reason:  # torch's text is about its own defaults, not this file
+            reason = "it holds objects other than tensors and plain values (a pickle that could run code)"
         raise CheckpointError(
             f"ckpt_path={path} is not a readable checkpoint ({type(error).__name__}: {reason}): the file is "
-            "truncated, corrupt or not a checkpoint. Use another one of the run's checkpoints/ (last.ckpt, "
-            "step_*.ckpt), or ckpt_path=auto to take the newest readable one."
+            "truncated, corrupt or not a gankit checkpoint. Use another of the run's checkpoints/ (last.ckpt, "
+            "g_step_*.ckpt), or ckpt_path=auto to take the newest readable one."
         ) from error
     missing = [key for key in REQUIRED_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
@@ -83,7 +85,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def resumable_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest checkpoint in `checkpoint_dir` that loads (broken ones skipped with a warning); None if none."""
+    """The newest checkpoint in `checkpoint_dir` that loads; None if none does.
+
+    An unreadable one is renamed `<name>.unreadable` (kept, with a warning), so that the resumed run
+    writes a fresh `last.ckpt` rather than Lightning's `last-v1.ckpt` beside a broken one.
+    """
     candidates = sorted(
         (p for p in Path(checkpoint_dir).glob("*.ckpt") if p.name != "best.ckpt"),
         key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"),
@@ -93,10 +99,37 @@ def resumable_checkpoint(checkpoint_dir: Path) -> Path | None:
         try:
             read_checkpoint(path)
         except CheckpointError as error:
-            log.warning("Skipping %s", error)
+            aside = path.with_name(path.name + ".unreadable")
+            os.replace(path, aside)
+            log.warning(
+                "ckpt_path=auto: %s is unreadable, moved aside to %s (%s)", path.name, aside.name, error.__cause__
+            )
             continue
         return path
     return None
+
+
+def check_fits(module: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
+    """The checkpoint's weights are this model's: the same names and shapes (else one message naming the file)."""
+    have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    wrong = sorted(set(have) ^ set(saved)) + sorted(k for k in set(have) & set(saved) if have[k] != saved[k])
+    if wrong:
+        raise CheckpointError(
+            f"ckpt_path={path} holds another model's weights ({len(wrong)} tensors differ, e.g. "
+            f"{', '.join(wrong[:3])}): use it with the model overrides of the run that wrote it."
+        )
+
+
+class RunConfig(L.Callback):
+    """Stores the run's composed config (unresolved, as .hydra/config.yaml holds it) in every checkpoint:
+    eval.py and generate.py rebuild the model from the checkpoint itself, whatever happened to the folder."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["gankit_config"] = self.config
 
 
 def run_config(ckpt_path: Path) -> DictConfig:
@@ -121,14 +154,24 @@ def load_module(
     """
     ckpt_path = Path(ckpt_path)
     checkpoint = read_checkpoint(ckpt_path)
-    cfg = run_config(ckpt_path)
+    saved = checkpoint.get("gankit_config")  # the config the weights were trained with (older files: the folder's)
+    cfg = OmegaConf.create(saved) if saved else run_config(ckpt_path)
     cfg.paths = paths
     module = instantiate(cfg.model)
+    check_fits(module, checkpoint, ckpt_path)
     module.load_state_dict(checkpoint["state_dict"])
     module.to(device).eval()
     return cfg, module, checkpoint["global_step"] // (module.n_critic + 1)
 
 
 def pick_device(name: str) -> torch.device:
-    """`auto`: CUDA when available, else the CPU; anything else as torch names it."""
-    return torch.device(name if name != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    """`auto`: CUDA when available, else the CPU; anything else as torch names it (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name} but this machine has no CUDA device: use device=cpu (or auto)")
+    return device

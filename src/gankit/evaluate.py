@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gankit.callbacks.evaluation import Evaluation
 from gankit.checkpoints import load_module, pick_device
-from gankit.training import _report_user_errors, check_data_kind
+from gankit.training import _report_user_errors, check_data_kind, check_types
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, float]:
+    check_types(cfg)
     device = pick_device(cfg.device)
     train_cfg, module, g_step = load_module(cfg.ckpt_path, cfg.paths, device)
-    metrics_cfg = cfg.get("metrics") or train_cfg.get("metrics")
+    metrics_cfg, run_metrics = cfg.get("metrics"), train_cfg.get("metrics")
+    chosen = metrics_cfg is not None and "_target_" in metrics_cfg.get("evaluation", {})
+    if metrics_cfg and run_metrics and not chosen:  # +metrics.evaluation.num_samples=...: the run's, resized
+        metrics_cfg = OmegaConf.merge(run_metrics, metrics_cfg)
+    metrics_cfg = metrics_cfg or run_metrics
     if not metrics_cfg or "evaluation" not in metrics_cfg or "_target_" not in metrics_cfg.evaluation:
         raise ValueError("the run was trained without metrics: choose some, e.g. metrics=digits or metrics=inception")
     train_cfg.metrics = metrics_cfg

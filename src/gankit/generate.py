@@ -23,7 +23,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from gankit.checkpoints import load_module, pick_device
-from gankit.training import _report_user_errors
+from gankit.training import _report_user_errors, check_types
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def generate(cfg: DictConfig) -> Path:
 
 
 def _generate(cfg: DictConfig) -> Path:
-    for key in ("num_samples", "grid_size", "nrow"):
+    check_types(cfg)
+    for key in ("num_samples", "grid_size", "nrow", "batch_size"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be at least 1, got {cfg[key]}")
     if cfg.interpolation.rows < 1 or cfg.interpolation.steps < 2:

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gankit.callbacks.evaluation import LOWER_IS_BETTER, Evaluation
 from gankit.callbacks.preemption import Preempted
-from gankit.checkpoints import CheckpointError, read_checkpoint, resumable_checkpoint
+from gankit.checkpoints import RunConfig, check_fits, read_checkpoint, resumable_checkpoint
 from gankit.ranks import adopt_launcher_ranks, log_files_per_rank, per_rank, relaunch_job_only
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def _fit(cfg: DictConfig) -> float | None:
         check_fits(module, read_checkpoint(ckpt_path), ckpt_path)
     callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("metrics"))
     check_optimized_metric(cfg, callbacks)
+    callbacks.append(RunConfig(OmegaConf.to_container(cfg, resolve=False)))  # eval.py / generate.py read it
     loggers = instantiate_group(cfg.get("logger"), defaults=_sweep_names())
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **run_length(cfg, module)
@@ -123,6 +124,11 @@ TYPED_KEYS = {  # key: (type, null allowed); keys whose wrong type would surface
     "metrics.evaluation.num_samples": (int, False),
     "metrics.evaluation.every_n_g_steps": (int, False),
     "callbacks.samples.every_n_g_steps": (int, False),
+    "callbacks.model_checkpoint.keep": (int, False),
+    "callbacks.model_checkpoint.every_n_epochs": (int, False),
+    "callbacks.model_checkpoint.every_n_g_steps": (int, True),
+    "num_samples": (int, False),  # eval.py / generate.py keys
+    "batch_size": (int, False),
 }
 
 
@@ -136,6 +142,9 @@ def check_types(cfg: DictConfig) -> None:
         if not ok:
             want = "a whole number" if kind is int else "a number"
             raise ValueError(f"{key}={value!r} must be {want}" + (" or null" if nullable else ""))
+    seed = cfg.get("seed")
+    if isinstance(seed, int) and not 0 <= seed < 2**32:
+        raise ValueError(f"seed={seed} must lie in 0 .. 2^32 - 1 (numpy's seed range)")
 
 
 def check_cluster(cfg: DictConfig) -> None:
@@ -160,18 +169,6 @@ def resume_from(cfg: DictConfig) -> str | None:
     if ckpt_path:
         read_checkpoint(ckpt_path)  # one message for a missing, truncated, corrupt or foreign file
     return ckpt_path or None
-
-
-def check_fits(module: L.LightningModule, checkpoint: dict, path: str) -> None:
-    """The checkpoint's weights are this model's: the same names and shapes (else one message naming the file)."""
-    have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
-    wrong = sorted(set(have) ^ set(saved)) + sorted(k for k in set(have) & set(saved) if have[k] != saved[k])
-    if wrong:
-        raise CheckpointError(
-            f"ckpt_path={path} holds another model's weights ({len(wrong)} tensors differ, e.g. "
-            f"{', '.join(wrong[:3])}): resume with the model overrides of the run that wrote it."
-        )
 
 
 def _command_line(cfg: DictConfig, path: Path) -> list[str]:
