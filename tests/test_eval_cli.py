@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, run_cli
 from tests.test_training import read_metrics
@@ -60,7 +61,11 @@ def test_eval_bad_input(trained_run, tmp_path):
     run, env = trained_run
     missing = run_eval(f"ckpt_path={tmp_path / 'nope.ckpt'}", env=env)
     assert missing.returncode == 1 and "gankit: error: ckpt_path=" in missing.stderr
-    stray = tmp_path / "stray.ckpt"
+    stray = tmp_path / "stray.ckpt"  # a copy outside its run directory: it carries its own config
     stray.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    assert run_eval(f"ckpt_path={stray}", env=env).returncode == 0
+    checkpoint = torch.load(stray, weights_only=True)
+    del checkpoint["gankit_config"]  # a file from before checkpoints carried their config
+    torch.save(checkpoint, stray)
     outside = run_eval(f"ckpt_path={stray}", env=env)
     assert outside.returncode == 1 and "no training config found" in outside.stderr

@@ -200,7 +200,8 @@ def test_auto_skips_a_broken_newest_checkpoint(tmp_path, caplog):
     time.sleep(0.01)
     (tmp_path / "last.ckpt").write_bytes(b"half a file")
     assert resumable_checkpoint(tmp_path) == good
-    assert "last.ckpt is not a readable checkpoint" in caplog.text
+    assert "last.ckpt is unreadable (" in caplog.text and "moved aside to last.ckpt.unreadable" in caplog.text
+    assert (tmp_path / "last.ckpt.unreadable").read_bytes() == b"half a file"  # kept, not deleted
     assert resumable_checkpoint(tmp_path / "none") is None
 
 

@@ -101,9 +101,8 @@ def resumable_checkpoint(checkpoint_dir: Path) -> Path | None:
         except CheckpointError as error:
             aside = path.with_name(path.name + ".unreadable")
             os.replace(path, aside)
-            log.warning(
-                "ckpt_path=auto: %s is unreadable, moved aside to %s (%s)", path.name, aside.name, error.__cause__
-            )
+            cause = type(error.__cause__ or error).__name__
+            log.warning("ckpt_path=auto: %s is unreadable (%s), moved aside to %s", path.name, cause, aside.name)
             continue
         return path
     return None

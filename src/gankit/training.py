@@ -318,12 +318,21 @@ def _report_user_errors(output_dir: Path) -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as error:
+        _leave_process_group()  # every rank stops on the same decision: no collective is pending
         message = _describe(error)
         with contextlib.suppress(OSError):
             output_dir.mkdir(parents=True, exist_ok=True)
             per_rank(output_dir / "error.log").write_text("".join(traceback.format_exception(error)))
         log.error(message)
         raise SystemExit(f"gankit: error: {message}") from error
+
+
+def _leave_process_group() -> None:
+    """Destroy this process's DDP group before exiting on an error (gloo threads alive at exit abort it)."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _describe(error: BaseException) -> str:
