@@ -102,3 +102,18 @@ def test_translation_and_cutout_move_or_blank_pixels_only():
     assert torch.equal(DiffAugment("")(x), x)
     with pytest.raises(ValueError, match="unknown DiffAugment policies"):
         DiffAugment("colour")
+
+
+def test_r1_from_the_d_steps_own_pass_equals_a_separate_pass():
+    """The module hands R1 the D step's logits on the real batch: same penalty, same D gradient, one pass less."""
+    torch.manual_seed(0)
+    critic = Discriminator(16, channels=1, base_width=4, batch_norm=False)
+    real = torch.randn(8, 1, 16, 16)
+    separate = r1_penalty(critic, real)
+    (grads_separate,) = [torch.autograd.grad(separate, list(critic.parameters()))]
+    leaf = real.clone().requires_grad_(True)
+    shared = r1_penalty(critic, leaf, output=critic(leaf))
+    (grads_shared,) = [torch.autograd.grad(shared, list(critic.parameters()))]
+    torch.testing.assert_close(shared, separate)
+    for a, b in zip(grads_shared, grads_separate, strict=True):
+        torch.testing.assert_close(a, b)

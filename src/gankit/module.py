@@ -338,9 +338,13 @@ class GANModule(L.LightningModule):
             z, codes = self._latent_and_codes(n)
             fake = self._g(z, y_fake)
             real_in, fake_in = self.d_input(real), self.d_input(fake)
+            r1_due = self.r1_gamma is not None and self.d_steps % self.r1_every == 0
+            if r1_due:  # R1 differentiates this very forward pass: no second one on the real batch
+                real_in = real_in.detach().requires_grad_(True)
             d_real = self._d(real_in, y_real)  # logits [N / pack]
             d_fake, info_loss = self._d_fake(fake_in, y_fake, codes)
-            d_loss = self.loss.d(d_real, d_fake) + self._penalties(real_in, fake_in, y_real, y_fake) + info_loss
+            penalties = self._penalties(real_in, fake_in, y_real, d_real if r1_due else None)
+            d_loss = self.loss.d(d_real, d_fake) + penalties + info_loss
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opt_d.step()
@@ -402,11 +406,12 @@ class GANModule(L.LightningModule):
         """Classes for generated samples: uniform over the K classes (None for an unconditional model)."""
         return None if self.num_classes is None else torch.randint(self.num_classes, (n,), device=self.device)
 
-    def _penalties(self, real_in: Tensor, fake_in: Tensor, y_real: Tensor | None, y_fake: Tensor | None):
+    def _penalties(self, real_in: Tensor, fake_in: Tensor, y_real: Tensor | None, d_real: Tensor | None):
         """Gradient penalty (WGAN-GP) and lazy R1 on D's inputs, logged; 0 when neither is on.
 
-        A conditional D is penalised at the real labels (GP interpolates images, not labels, as
-        in conditional WGAN-GP practice).
+        R1 is due when `d_real` (D's logits on `real_in`, which requires grad) is given. A conditional
+        D is penalised at the real labels (GP interpolates images, not labels, as in conditional
+        WGAN-GP practice).
         """
         total: Tensor | float = 0.0
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)  # fp16 mixed precision only
@@ -415,8 +420,8 @@ class GANModule(L.LightningModule):
             gp = gradient_penalty(critic, real_in, fake_in, scaler)
             self._log("train/gradient_penalty", gp.detach())
             total = total + self.gp_weight * gp
-        if self.r1_gamma is not None and self.d_steps % self.r1_every == 0:
-            r1 = r1_penalty(critic, real_in, scaler)
+        if d_real is not None:
+            r1 = r1_penalty(critic, real_in, scaler, output=d_real)
             self._log("train/r1_penalty", r1.detach())
             total = total + (self.r1_gamma / 2) * self.r1_every * r1  # lazy: weighted by the interval
         return total

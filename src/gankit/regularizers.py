@@ -52,8 +52,14 @@ def gradient_penalty(
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def r1_penalty(discriminator, real: Tensor, scaler: GradScaler | None = None) -> Tensor:
-    """E[||grad_x D(x_real)||_2^2] (multiply by gamma / 2 for the R1 term)."""
-    real = real.detach().requires_grad_(True)
-    grad = input_gradient(discriminator(real), real, scaler)
+def r1_penalty(discriminator, real: Tensor, scaler: GradScaler | None = None, output: Tensor | None = None) -> Tensor:
+    """E[||grad_x D(x_real)||_2^2] (multiply by gamma / 2 for the R1 term).
+
+    `output`: D's logits on `real` (a tensor that requires grad) from a pass the caller already made,
+    e.g. the D step's own; without it D is run once more here.
+    """
+    if output is None:
+        real = real.detach().requires_grad_(True)
+        output = discriminator(real)
+    grad = input_gradient(output, real, scaler)
     return grad.flatten(1).pow(2).sum(1).mean()
