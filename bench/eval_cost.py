@@ -137,7 +137,13 @@ def main() -> None:
             fake_dm = type(
                 "RealImages",
                 (),
-                {"train_set": real, "channels": 3, "resolution": 32, "decode": staticmethod(lambda x: x)},
+                {
+                    "train_set": real,
+                    "channels": 3,
+                    "resolution": 32,
+                    "decode": staticmethod(lambda x: x),
+                    "identity": staticmethod(lambda: {"data": "random images", "num_samples": n}),  # cache key
+                },
             )()
             module3 = instantiate(cfg.model, generator={"channels": 3}, discriminator={"channels": 3}).to(device)
             module3.trainer = None
