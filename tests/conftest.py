@@ -88,6 +88,7 @@ def _isolate_wandb(tmp_path, monkeypatch, _session_cache):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no Inception weights but the tests' own
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # where W&B stages a table's images
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("GANKIT_CACHE_DIR", str(_session_cache))  # real features and prepared data, per session
 

@@ -161,3 +161,29 @@ def test_best_metric_must_be_logged(cfg_factory):
     cfg = cfg_factory("metrics.evaluation.metrics=[modes]")  # best_metric stays val/fid
     with pytest.raises(SystemExit, match="best_metric=val/fid is not logged by these metrics"):
         train(cfg)
+
+
+def test_evaluation_cadence_in_kimg_follows_images_seen_not_steps(cfg_factory, tmp_path):
+    """every_n_kimg counts real images shown to D: with n_critic=2 and batch 8 a G step is 16 images,
+    so 0.048 kimg is every 3 G steps (every_n_g_steps would say nothing about images)."""
+    cfg = cfg_factory(
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "model.n_critic=2",
+        "g_steps=7",
+        "metrics.evaluation.every_n_kimg=0.048",
+        "metrics.evaluation.every_n_g_steps=1",  # ignored when every_n_kimg is set
+    )
+    train(cfg)
+    rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r["val/fid"]]
+    assert [int(float(r["g_step"])) for r in rows] == [3, 6, 7]  # 48 and 96 images crossed, then the end
+    assert [float(r["kimg"]) for r in rows] == pytest.approx([0.048, 0.096, 0.112])
+
+
+def test_every_n_kimg_must_be_positive(cfg_factory):
+    with pytest.raises(SystemExit, match="every_n_kimg must be positive"):
+        train(cfg_factory("metrics.evaluation.every_n_kimg=0"))
+
+
+def test_every_n_kimg_must_be_finite(cfg_factory):
+    with pytest.raises(SystemExit, match="every_n_kimg must be positive"):
+        train(cfg_factory("metrics.evaluation.every_n_kimg=inf"))

@@ -1,13 +1,17 @@
-"""Loggers that need more than their constructor: W&B that falls back to offline mode."""
+"""Loggers that need more than their constructor: W&B that falls back to offline mode and lays its
+metrics out for GANs (quality against generator steps, best and last values in the run summary)."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,96 @@ def wandb_logger(mode: str = "auto", init_timeout: float = 30.0, **kwargs) -> Wa
     import wandb
 
     settings = wandb.Settings(init_timeout=init_timeout, console="off")
-    logger = WandbLogger(mode=mode, settings=settings, **kwargs)
+    logger = GANWandbLogger(mode=mode, settings=settings, **kwargs)
     if mode == "online":
         try:
             _ = logger.experiment  # start the run now (rank 0 only), where a failure can still be handled
         except Exception as error:  # wandb raises several types for network and auth failures
             log.warning("W&B could not start online (%s); this run logs offline instead.", error)
-            logger = WandbLogger(mode="offline", settings=settings, **kwargs)
+            logger = GANWandbLogger(mode="offline", settings=settings, **kwargs)
     return logger
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv when a run starts in its folder (a resume with
+    ckpt_path=auto does); this one keeps its rows and appends after them, so a run's history survives resumes."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+                self.metrics_keys = next(csv.reader(handle), [])  # the header: new keys rewrite it, rows kept
+
+
+class GANCSVLogger(CSVLogger):
+    """CSVLogger whose metrics.csv survives a resume into the same run directory (conf/logger/csv.yaml)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+# x axes: generator updates, and thousands of real images seen by D (comparable across batch sizes)
+STEP_METRICS = ("g_step", "kimg")
+
+
+def metric_layout() -> dict[str, dict]:
+    """How W&B should plot and summarise each key gankit logs: define_metric's arguments by name.
+
+    Quality, collapse and picture keys are plotted against `g_step` (Lightning's global step counts D
+    and G updates together); each `val/` metric's summary keeps its best (min or max by direction)
+    and its last value. `train/*` stays on Lightning's `trainer/global_step`.
+    """
+    from gankit.callbacks.evaluation import LOWER_IS_BETTER, PICTURE_KEYS, VAL_KEYS
+
+    layout: dict[str, dict] = {"g_step": {"summary": "max"}, "kimg": {"step_metric": "g_step", "summary": "max"}}
+    for key in sorted({f"val/{k}" for keys in VAL_KEYS.values() for k in keys}):
+        best = "min" if key in LOWER_IS_BETTER else "max"
+        layout[key] = {"step_metric": "g_step", "summary": f"{best},last"}
+    for key in (*PICTURE_KEYS, EVALUATIONS_TABLE, "samples/grid"):
+        layout[key] = {"step_metric": "g_step", "summary": "none"}
+    layout["collapse/alerts"] = {"step_metric": "g_step", "summary": "max"}
+    return layout
+
+
+EVALUATIONS_TABLE = "val/evaluations"
+
+
+class GANWandbLogger(WandbLogger):
+    """Lightning's WandbLogger with gankit's metric layout declared when the run starts (rank 0)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        fresh = self._experiment is None
+        run = WandbLogger.experiment.fget.__wrapped__(self)  # Lightning's, undecorated: we are on rank 0 here
+        if fresh and getattr(run, "define_metric", None) is not None:
+            for name, options in metric_layout().items():
+                run.define_metric(name, **options)
+        return run
+
+
+def log_evaluation_row(logger: WandbLogger, values: dict[str, float], pictures: dict, step: int) -> None:
+    """One row per evaluation in the W&B table `val/evaluations`: g_step, kimg, the metrics and the pictures
+    (sample grid, mode histogram, 2D scatter), so a run's history of pictures is one browsable panel.
+
+    The table is incremental (W&B uploads only the new row at each log); its columns are fixed by the first row.
+    """
+    import wandb
+
+    table = getattr(logger, "_gankit_evaluations", None)
+    if table is None:
+        columns = [*values, *(key.split("/", 1)[1] for key in pictures)]
+        table = logger._gankit_evaluations = wandb.Table(columns=columns, log_mode="INCREMENTAL")
+
+    def cell(column: str):  # a value column ("val/fid", "g_step") or a picture column ("samples")
+        if column in values:
+            return values[column]
+        picture = pictures.get(f"val/{column}")
+        return None if picture is None else wandb.Image(picture.permute(1, 2, 0).numpy())
+
+    table.add_data(*map(cell, table.columns))
+    logger.log_metrics({EVALUATIONS_TABLE: table, "g_step": values.get("g_step")}, step=step)

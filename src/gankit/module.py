@@ -195,6 +195,18 @@ class GANModule(L.LightningModule):
         """Discriminator updates so far (one per training batch)."""
         return self.trainer.global_step - self.g_steps
 
+    @property
+    def images_seen(self) -> int:
+        """Real images the discriminator has seen, over all processes: a training length comparable across
+        batch sizes, n_critic and process counts, where steps are not (StyleGAN counts in kimg)."""
+        trainer = self.trainer
+        batch_size = getattr(trainer.datamodule, "batch_size", 0)  # per process; 0: a data module that does not say
+        return self.d_steps * batch_size * trainer.world_size
+
+    @property
+    def kimg(self) -> float:
+        return self.images_seen / 1000
+
     # ---- sampling -----------------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I), shape [n, latent_dim], on this module's device (InfoGAN: noise and codes)."""
@@ -355,6 +367,7 @@ class GANModule(L.LightningModule):
             self.log("train/d_loss", out["d_loss"], prog_bar=True)
             self.log_dict({"train/d_real": d_real.detach().mean(), "train/d_fake": d_fake.detach().mean()})
             self.log("train/d_auc", d_auc)
+            self.log_dict({"train/d_lr": opt_d.param_groups[0]["lr"], "train/g_lr": opt_g.param_groups[0]["lr"]})
 
         if self.d_steps % self.n_critic == 0:  # this batch closes a cycle: one G step
             with self.toggled_optimizer(opt_g):  # D frozen: gradients reach G only

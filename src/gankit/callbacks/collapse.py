@@ -70,15 +70,18 @@ class CollapseMonitor(L.Callback):
         self._auc_sum, self._auc_count = 0.0, 0
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "alerts": self.alerts, "active": sorted(self._active), "streak": self._streak}
+        state = {"best": self.best, "alerts": self.alerts, "active": sorted(self._active), "streak": self._streak}
+        return {**state, "seen": self._seen}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best, self.alerts = dict(state_dict["best"]), list(state_dict["alerts"])
         self._active, self._streak = set(state_dict["active"]), dict(state_dict["streak"])
+        # evaluations already judged (restored with the evaluation's history); None: every restored one
+        self._seen = state_dict.get("seen")
 
     # ---- hooks ------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, *args) -> None:
-        raised = self._check_evaluations(trainer)
+        raised, evaluated = self._check_evaluations(trainer)
         if outputs and "d_auc" in outputs and pl_module.g_steps >= self.warmup:
             self._auc_sum = self._auc_sum + outputs["d_auc"].detach()  # stays on the device: no sync per step
             self._auc_count += 1
@@ -87,7 +90,7 @@ class CollapseMonitor(L.Callback):
                 self._auc_sum, self._auc_count = 0.0, 0
                 reduce = lambda decision: trainer.strategy.reduce_boolean_decision(decision, all=False)  # noqa: E731
                 raised += self.observe_auc(mean, pl_module.g_steps, reduce)
-        self._act(trainer, pl_module, raised)
+        self._act(trainer, pl_module, raised, evaluated=evaluated)
 
     def observe_auc(self, mean: float, g_step: int, reduce=bool) -> list[dict]:
         """One window's mean D AUC; return the alerts raised.
@@ -106,16 +109,20 @@ class CollapseMonitor(L.Callback):
         )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._act(trainer, pl_module, self._check_evaluations(trainer), at_end=True)
+        raised, evaluated = self._check_evaluations(trainer)
+        self._act(trainer, pl_module, raised, at_end=True, evaluated=evaluated)
 
     # ---- signals ----------------------------------------------------------------------------
-    def _check_evaluations(self, trainer: L.Trainer) -> list[dict]:
+    def _check_evaluations(self, trainer: L.Trainer) -> tuple[list[dict], bool]:
+        """Judge the evaluations not seen yet: (alerts raised, whether there were any)."""
         history = [(*h, cb.num_samples) for cb in trainer.callbacks if isinstance(cb, Evaluation) for h in cb.history]
+        if self._seen is None:  # resumed from a checkpoint that predates `seen`: the restored ones were judged
+            self._seen = len(history)
         raised = []
         for g_step, values, num_samples in history[self._seen :]:
             raised += self.observe(g_step, values, num_samples)
-        self._seen = len(history)
-        return raised
+        evaluated, self._seen = len(history) > self._seen, len(history)
+        return raised, evaluated
 
     def observe(self, g_step: int, values: dict[str, float], num_samples: int | None = None) -> list[dict]:
         """Compare one evaluation's values with the best so far; return the alerts raised.
@@ -171,7 +178,14 @@ class CollapseMonitor(L.Callback):
         return [alert]
 
     # ---- alerting ---------------------------------------------------------------------------
-    def _act(self, trainer: L.Trainer, pl_module: L.LightningModule, raised: list[dict], at_end: bool = False) -> None:
+    def _act(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, raised: list[dict], at_end=False, evaluated=False
+    ) -> None:
+        """Warn (and stop) for the alerts raised; log the alert count after each evaluation and each alert."""
+        if trainer.is_global_zero and (raised or evaluated):
+            progress = {"g_step": pl_module.g_steps, "kimg": round(pl_module.kimg, 3)}
+            for logger in trainer.loggers:
+                logger.log_metrics({"collapse/alerts": float(len(self.alerts)), **progress}, step=logger_step(trainer))
         if not raised:
             return
         stopping = self.stop and not at_end
@@ -182,9 +196,6 @@ class CollapseMonitor(L.Callback):
             if trainer.is_global_zero:
                 log.warning("gankit: %s", text)
                 _wandb_alert(text)
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics({"collapse/alerts": float(len(self.alerts))}, step=logger_step(trainer))
         if stopping:  # every rank computed the same evaluation values and the reduced AUC decision
             trainer.should_stop = True
 

@@ -1,6 +1,9 @@
 """Sample quality and mode coverage while training: FID, KID, IS, precision / recall, density / coverage, modes.
 
-Every `every_n_g_steps` generator steps (never before the first) and at the end, `num_samples`
+Every `every_n_g_steps` generator steps, or every `every_n_kimg` thousand real images seen by the
+discriminator when that is set (StyleGAN's cadence: the share of time spent evaluating stays the same
+whatever the batch size, n_critic or process count), never before the first generator step, and at
+the end, `num_samples`
 samples are generated from fixed latents (split across DDP ranks), embedded by a feature space
 (gankit.metrics.features) and scored against the features of a reference set: `num_real`
 training samples drawn at random from the run's seed, stratified by class where the data has
@@ -28,7 +31,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from gankit.callbacks.samples import log_image, logger_step
+from gankit.callbacks.samples import image_grid, log_image, logger_step
+from gankit.loggers import WandbLogger, log_evaluation_row
 from gankit.metrics.features import FeatureSpace
 from gankit.metrics.manifold import DensityCoverage, PrecisionRecall
 from gankit.metrics.modes import ClassModes
@@ -37,7 +41,17 @@ from gankit.randomness import labels_in_proportion, reference_indices
 
 log = logging.getLogger(__name__)
 METRICS = ("fid", "kid", "is", "precision_recall", "density_coverage", "modes")
+# the `val/` keys each metric logs (modes: high_quality too for 2D points)
+VAL_KEYS = {
+    "fid": ("fid",),
+    "kid": ("kid",),
+    "is": ("is",),
+    "precision_recall": ("precision", "recall"),
+    "density_coverage": ("density", "coverage"),
+    "modes": ("modes", "mode_kl", "high_quality"),
+}
 LOWER_IS_BETTER = {"val/fid", "val/kid", "val/mode_kl"}  # the others: higher is better
+PICTURE_KEYS = ("val/samples", "val/mode_histogram", "val/scatter")  # what an evaluation draws (plots())
 _REAL = ("fid", "kid", "precision_recall", "density_coverage")  # the metrics compared against real features
 
 
@@ -72,6 +86,7 @@ class Evaluation(L.Callback):
         num_samples: int = 5000,
         num_real: int | None = None,
         every_n_g_steps: int = 500,
+        every_n_kimg: float | None = None,
         batch_size: int = 500,
         ema: bool = True,
         seed: int = 0,
@@ -90,15 +105,19 @@ class Evaluation(L.Callback):
             raise ValueError(f"metrics.evaluation.best_mode must be min or max, got {best_mode!r}")
         if num_samples < 2 or every_n_g_steps < 1 or batch_size < 1:
             raise ValueError("metrics.evaluation: num_samples >= 2, every_n_g_steps >= 1 and batch_size >= 1")
+        if every_n_kimg is not None and not 0 < every_n_kimg < float("inf"):
+            raise ValueError(f"metrics.evaluation.every_n_kimg must be positive (or null), got {every_n_kimg}")
         self.features, self.metrics = features, tuple(metrics)
         self.cache_dir = Path(cache_dir).expanduser()
         self.dirpath = Path(dirpath) if dirpath else None
         self.num_samples, self.num_real_option = num_samples, num_real
         self.num_real = num_real or num_samples  # null: num_samples, capped by the data's size in prepare()
-        self.every, self.batch_size, self.ema, self.seed = every_n_g_steps, batch_size, ema, seed
+        self.every, self.every_kimg = every_n_g_steps, every_n_kimg
+        self.batch_size, self.ema, self.seed = batch_size, ema, seed
         self.real: Tensor | None = None  # real features [num_real, d]
         self.histogram: tuple[Tensor, Tensor] | None = None  # the last evaluation's (all, high-quality) mode counts
         self.points: Tensor | None = None  # the last evaluation's 2D samples (this rank's share)
+        self.preview: Tensor | None = None  # the last evaluation's first 64 images (rank 0), for a sample grid
         self.history: list[tuple[int, dict[str, float]]] = []  # (generator step, values): read by CollapseMonitor
         self.best_metric, self.best_mode = best_metric, best_mode
         self.best_path = Path(best_path) if best_path else None
@@ -106,13 +125,15 @@ class Evaluation(L.Callback):
         self.class_weights: Tensor | None = None  # conditional data: the share of each class [K]
         self.labels_digest: str | None = None
         self._last_step = -1  # the generator step last evaluated
+        self._last_kimg: float | None = 0.0  # the images seen (thousands) at the last evaluation
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "last_step": self._last_step, "history": self.history}
+        return {"best": self.best, "last_step": self._last_step, "last_kimg": self._last_kimg, "history": self.history}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best")
         self._last_step = state_dict.get("last_step", -1)
+        self._last_kimg = state_dict.get("last_kimg")  # None: a checkpoint from before kimg was kept
         self.history = [(step, dict(values)) for step, values in state_dict.get("history", [])]
 
     def protocol(self) -> dict:
@@ -166,15 +187,8 @@ class Evaluation(L.Callback):
 
     def logged_keys(self) -> list[str]:
         """The `val/` keys the configured metrics log (after `features.check`, which sets the features up)."""
-        keys = {
-            "fid": ["fid"],
-            "kid": ["kid"],
-            "is": ["is"],
-            "precision_recall": ["precision", "recall"],
-            "density_coverage": ["density", "coverage"],
-            "modes": ["modes", "mode_kl"] + (["high_quality"] if self.features.name == "points" else []),
-        }
-        return [f"val/{key}" for name in self.metrics for key in keys[name]]
+        points = self.features.name == "points"
+        return [f"val/{key}" for name in self.metrics for key in VAL_KEYS[name] if key != "high_quality" or points]
 
     def cache_key(self, datamodule) -> dict:
         """Everything the real features depend on: the data module's identity, the reference subset, the features."""
@@ -222,7 +236,16 @@ class Evaluation(L.Callback):
     # ---- evaluation while training ----------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         g_steps = pl_module.g_steps  # unchanged over the n_critic batches of one cycle: evaluated once
-        if g_steps > 0 and g_steps % self.every == 0 and g_steps != self._last_step:
+        if g_steps == 0 or g_steps == self._last_step:
+            return
+        if self.every_kimg is not None and self._last_kimg is None:  # count from the resume point
+            self._last_kimg = pl_module.kimg
+        if self.every_kimg is not None:  # a multiple of every_n_kimg crossed since the last evaluation
+            every = max(1, round(self.every_kimg * 1000))  # in images: exact integer arithmetic
+            due = pl_module.images_seen // every > round(self._last_kimg * 1000) // every
+        else:
+            due = g_steps % self.every == 0
+        if due:
             self._evaluate_and_publish(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -230,7 +253,7 @@ class Evaluation(L.Callback):
             self._evaluate_and_publish(trainer, pl_module)
 
     def _evaluate_and_publish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = pl_module.g_steps
+        self._last_step, self._last_kimg = pl_module.g_steps, pl_module.kimg
         results = self.evaluate(pl_module, trainer.global_rank, trainer.world_size)
         # to trainer.callback_metrics for checkpoint monitors and `optimized_metric`
         trainer.callback_metrics.update({k: v.cpu() for k, v in results.items()})
@@ -244,11 +267,14 @@ class Evaluation(L.Callback):
         self._keep_best(trainer, pl_module.g_steps, values)
         if trainer.is_global_zero:
             step = logger_step(trainer)
+            progress = {"g_step": pl_module.g_steps, "kimg": round(pl_module.kimg, 3)}  # x axes for dashboards
             pictures = self.plots(pl_module.g_steps)
             for logger in trainer.loggers:  # at this step only: not repeated until the next evaluation
-                logger.log_metrics(values, step=step)
+                logger.log_metrics({**values, **progress}, step=step)
                 for key, picture in pictures.items():
-                    log_image(logger, key, picture, step)
+                    log_image(logger, key, picture, step, progress)
+                if isinstance(logger, WandbLogger):
+                    log_evaluation_row(logger, {**progress, **values}, pictures, step)
 
     def _keep_best(self, trainer: L.Trainer, g_step: int, values: dict[str, float]) -> None:
         """Save `best_path` when `best_metric` improved: the weights of exactly the evaluated step.
@@ -288,6 +314,8 @@ class Evaluation(L.Callback):
         for i, z in enumerate(latents.split(self.batch_size)):
             kwargs = {"labels": labels[i * self.batch_size : (i + 1) * self.batch_size]} if conditional else {}
             samples = pl_module.sample(z, ema=self.ema, **kwargs)
+            if i == 0 and samples.dim() == 4:
+                self.preview = samples[:64].float().cpu()
             embedding = self.features(samples.float())
             if self.features.name == "points":
                 points.append(samples.float().cpu())
@@ -338,6 +366,8 @@ class Evaluation(L.Callback):
         from gankit import plots  # matplotlib: imported only when drawing
 
         pictures = {}
+        if self.preview is not None:
+            pictures["val/samples"] = image_grid(self.preview)
         save = (lambda name: self.dirpath / f"{name}_g_step_{g_step:07d}.png") if self.dirpath else (lambda name: None)
         if self.histogram is not None:
             counts, captured = self.histogram

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
@@ -16,11 +16,22 @@ def logger_step(trainer: L.Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
-def log_image(logger: Logger, key: str, grid: Tensor, step: int) -> None:
-    """Send a [3, H, W] float grid in [0, 1] to a logger, whichever kind it is (CSV takes none)."""
+def image_grid(samples: Tensor, nrow: int = 8) -> Tensor:
+    """Generated images [N, C, H, W] in [-1, 1] as one RGB grid [3, H', W'] in [0, 1]."""
+    return make_grid(samples.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+
+
+def log_image(logger: Logger, key: str, grid: Tensor, step: int, progress: dict | None = None) -> None:
+    """Send a [3, H, W] float grid in [0, 1] to a logger, whichever kind it is (CSV takes none).
+
+    `progress` ({"g_step": ..., "kimg": ...}) goes with the image to W&B, whose panels plot against it."""
     if isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(key, grid, global_step=step)
-    elif hasattr(logger, "log_image"):  # WandbLogger, NeptuneLogger, ...
+    elif isinstance(logger, WandbLogger):
+        import wandb
+
+        logger.log_metrics({key: wandb.Image(grid.permute(1, 2, 0).numpy()), **(progress or {})}, step=step)
+    elif hasattr(logger, "log_image"):  # NeptuneLogger, ...
         logger.log_image(key=key, images=[grid.permute(1, 2, 0).numpy()], step=step)
 
 
@@ -84,8 +95,9 @@ class SampleGrid(L.Callback):
             dm = trainer.datamodule
             grid = mixture_scatter(samples, dm.means, dm.std, f"generator step {step}", path)
         else:
-            grid = make_grid(samples, nrow=self.nrow, normalize=True, value_range=(-1, 1), padding=2)
+            grid = image_grid(samples, self.nrow)
             save_image(grid, path)
+        progress = {"g_step": step, "kimg": round(pl_module.kimg, 3)}
         for logger in trainer.loggers:
-            log_image(logger, "samples/grid", grid, logger_step(trainer))
+            log_image(logger, "samples/grid", grid, logger_step(trainer), progress)
         return path

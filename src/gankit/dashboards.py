@@ -1,0 +1,154 @@
+"""A W&B workspace laid out for GANs (`python dashboard.py wandb --entity E --project P`).
+
+Sections: quality (FID / KID / IS), coverage and collapse (precision / recall, density /
+coverage, modes, mode KL, high quality, alerts, D's AUC), training health (losses, D's outputs,
+gradient norms, learning rates), pictures (the latest sample grid, the evaluation's samples, mode
+histogram or 2D scatter, the table of evaluations), and a runs table with the sweep's overrides
+and each run's best values as columns. Quality and pictures are plotted against generator steps
+(`g_step`, which gankit logs with every evaluation; gankit.loggers declares it as their x axis).
+
+The panels are chosen from the metrics configuration the runs use (`conf/metrics/<name>.yaml`),
+so every panel shows a key those runs log. Building needs no network (wandb-workspaces builds a
+pydantic model); only `save()` talks to W&B.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from gankit.callbacks.evaluation import LOWER_IS_BETTER, VAL_KEYS
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+TRAINING_HEALTH = {
+    "losses": ["train/d_loss", "train/g_loss"],
+    "D outputs on real and fake (mean logit)": ["train/d_real", "train/d_fake"],
+    "gradient norms (before clipping)": ["train/d_grad_norm", "train/g_grad_norm"],
+    "learning rates": ["train/d_lr", "train/g_lr"],
+}
+QUALITY = ("fid", "kid", "is")
+_TRAIN = [k for keys in TRAINING_HEALTH.values() for k in keys]
+
+
+def metrics_config(name: str) -> dict:
+    """A metrics choice's evaluation settings (conf/metrics/<name>.yaml over base.yaml), unresolved."""
+    path = CONF / "metrics" / f"{name}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in (CONF / "metrics").glob("*.yaml") if p.stem != "base")
+        raise ValueError(f"--metrics {name!r} is not a metrics config; choose one of {', '.join(choices)}")
+    config = OmegaConf.load(path)
+    if "base" in list(config.get("defaults", [])):
+        config = OmegaConf.merge(OmegaConf.load(CONF / "metrics" / "base.yaml"), config)
+    return OmegaConf.to_container(config, resolve=False)
+
+
+def logged_keys(metrics: str) -> dict[str, list[str]]:
+    """The keys a run with this metrics choice logs, by panel group: val, pictures, collapse, train."""
+    config = metrics_config(metrics)
+    if not config.get("evaluation"):  # metrics=none: training health and the sample grid only
+        return {"val": [], "pictures": ["samples/grid"], "collapse": ["train/d_auc"], "train": _TRAIN}
+    evaluation = config["evaluation"]
+    points = "MixtureFeatures" in str(evaluation["features"].get("_target_", ""))
+    val = [f"val/{k}" for name in evaluation["metrics"] for k in VAL_KEYS[name] if k != "high_quality" or points]
+    pictures = ["samples/grid", "val/evaluations"]
+    pictures += ["val/scatter"] if points else ["val/samples"]
+    pictures += ["val/mode_histogram"] if "modes" in evaluation["metrics"] else []
+    collapse = ["collapse/alerts", "train/d_auc"] if config.get("collapse") else ["train/d_auc"]
+    return {"val": val, "pictures": pictures, "collapse": collapse, "train": _TRAIN}
+
+
+def workspace(
+    entity: str,
+    project: str,
+    metrics: str = "digits",
+    sweep: str | None = None,
+    columns: list[str] | tuple[str, ...] = (),
+    name: str | None = None,
+):
+    """The workspace (not saved). `sweep`: only runs of that W&B group (a gankit multirun's group);
+    `columns`: config keys shown in the runs table (the sweep's overrides, e.g. model.loss)."""
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+
+    keys = logged_keys(metrics)
+    val = keys["val"]
+
+    def line(key: str, x: str = "g_step") -> wr.LinePlot:
+        direction = " (lower is better)" if key in LOWER_IS_BETTER else ""
+        return wr.LinePlot(title=f"{key}{direction}", x=x, y=[key], title_x=x)
+
+    quality = [line(k) for k in val if k.removeprefix("val/") in QUALITY]
+    coverage = [line(k) for k in val if k.removeprefix("val/") not in QUALITY]
+    coverage += [line("collapse/alerts")] if "collapse/alerts" in keys["collapse"] else []
+    coverage.append(line("train/d_auc", x="trainer/global_step"))
+    health = [
+        wr.LinePlot(title=title, x="trainer/global_step", y=list(group), title_x="trainer/global_step")
+        for title, group in TRAINING_HEALTH.items()
+    ]
+    pictures = [
+        wr.MediaBrowser(title=key, media_keys=[key], num_columns=4)
+        for key in keys["pictures"]
+        if key != "val/evaluations"
+    ]
+    if "val/evaluations" in keys["pictures"]:
+        pictures.append(wr.WeavePanelSummaryTable(table_name="val/evaluations"))
+    best = [f"summary:{k}.{'min' if k in LOWER_IS_BETTER else 'max'}" for k in val]
+    runs = ws.RunsetSettings(
+        filters=[ws.Metric("Group") == sweep] if sweep else "",
+        pinned_columns=["run:displayName", *(f"config:{c}" for c in columns), *best, "summary:g_step.max"],
+    )
+    sections = [
+        ws.Section(name="Quality", panels=quality, is_open=True),
+        ws.Section(name="Coverage and collapse", panels=coverage, is_open=True),
+        ws.Section(name="Pictures", panels=pictures, is_open=True),
+        ws.Section(name="Training health", panels=health, is_open=False),
+    ]
+    sections = [s for s in sections if s.panels]
+    title = name or f"gankit: {sweep or project} ({metrics})"
+    return ws.Workspace(entity=entity, project=project, name=title, sections=sections, runset_settings=runs)
+
+
+def panel_keys(view) -> set[str]:
+    """Every metric key a workspace's panels show (x axes excluded)."""
+    found: set[str] = set()
+    for section in view.sections:
+        for panel in section.panels:
+            for attribute in ("y", "media_keys"):
+                found.update(str(k) for k in getattr(panel, attribute, None) or [])
+            if getattr(panel, "table_name", None):
+                found.add(panel.table_name)
+    return found
+
+
+_MISSING = object()
+
+
+def _is_value(node) -> bool:
+    return node is not _MISSING and not isinstance(node, (DictConfig, dict))
+
+
+def sweep_settings(sweep_dir: Path) -> dict:
+    """From a local multirun directory: its W&B group, the override keys (runs-table columns), the metrics choice."""
+    import yaml
+
+    from gankit.runs import find_jobs
+
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        raise FileNotFoundError(f"no runs under {sweep_dir}")
+    keys = dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for job in jobs for o in job.overrides if "=" in o)
+    config = OmegaConf.create(jobs[0].config)
+    # config values only: a group choice (model=..., experiment=...) is not a key of the logged config
+    columns = [k for k in keys if _is_value(OmegaConf.select(config, k, default=_MISSING))]
+    hydra = yaml.safe_load((jobs[0].path / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    if hydra.get("mode") != "MULTIRUN":
+        raise ValueError(
+            f"{sweep_dir} is a single run, not a sweep (W&B groups a multirun's jobs): use --project alone"
+        )
+    sweep = str(hydra["sweep"]["dir"])
+    if "${" in sweep:  # saved unresolved: the folder given (or the sweep above a job folder given)
+        given = Path(sweep_dir).resolve()
+        sweep = str(given.parent if (given / ".hydra").is_dir() else given)
+    group = f"{hydra['job']['name']}-{Path(sweep).name}"  # as gankit.training names it
+    return {"sweep": group, "columns": columns, "metrics": hydra["runtime"]["choices"].get("metrics")}
