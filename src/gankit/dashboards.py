@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gankit.callbacks.evaluation import LOWER_IS_BETTER, VAL_KEYS
+from gankit.callbacks.evaluation import LOWER_IS_BETTER, val_keys
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TRAINING_HEALTH = {
@@ -50,7 +50,7 @@ def logged_keys(metrics: str) -> dict[str, list[str]]:
         return {"val": [], "pictures": ["samples/grid"], "collapse": ["train/d_auc"], "train": _TRAIN}
     evaluation = config["evaluation"]
     points = "MixtureFeatures" in str(evaluation["features"].get("_target_", ""))
-    val = [f"val/{k}" for name in evaluation["metrics"] for k in VAL_KEYS[name] if k != "high_quality" or points]
+    val = val_keys(evaluation["metrics"], points)
     pictures = ["samples/grid", "val/evaluations"]
     pictures += ["val/scatter"] if points else ["val/samples"]
     pictures += ["val/mode_histogram"] if "modes" in evaluation["metrics"] else []

@@ -51,6 +51,13 @@ VAL_KEYS = {
     "modes": ("modes", "mode_kl", "high_quality"),
 }
 LOWER_IS_BETTER = {"val/fid", "val/kid", "val/mode_kl"}  # the others: higher is better
+
+
+def val_keys(metrics, points: bool) -> list[str]:
+    """The `val/` keys these metrics log; `high_quality` only for 2D points (the mixture features)."""
+    return [f"val/{key}" for name in metrics for key in VAL_KEYS[name] if key != "high_quality" or points]
+
+
 PICTURE_KEYS = ("val/samples", "val/mode_histogram", "val/scatter")  # what an evaluation draws (plots())
 _REAL = ("fid", "kid", "precision_recall", "density_coverage")  # the metrics compared against real features
 
@@ -187,8 +194,7 @@ class Evaluation(L.Callback):
 
     def logged_keys(self) -> list[str]:
         """The `val/` keys the configured metrics log (after `features.check`, which sets the features up)."""
-        points = self.features.name == "points"
-        return [f"val/{key}" for name in self.metrics for key in VAL_KEYS[name] if key != "high_quality" or points]
+        return val_keys(self.metrics, points=self.features.name == "points")
 
     def cache_key(self, datamodule) -> dict:
         """Everything the real features depend on: the data module's identity, the reference subset, the features."""
