@@ -3,13 +3,14 @@
     python bench/throughput.py --device cuda                      # the issue's table on a GPU
     python bench/throughput.py --device cpu --batches 32 --nets dcgan32 --precisions 32-true   # CPU
 
-For each network (DCGAN-32, DCGAN-64, SNGAN-32), batch size and precision (fp32 / bf16-mixed), the
-step is timed eager and compiled (torch.compile of G and D, `--compile-mode`; CUDA graphs with
-`reduce-overhead`), through gankit's GANModule under a bare Lightning Trainer and as a raw PyTorch
-loop (eager only). FLOPs are counted by torch.utils.flop_counter.FlopCounterMode on one real step
-(D step: G forward + D forward on real and fake + D backward; G step: G and D forward, D's input
-backward, G backward), not estimated by hand. MFU = achieved FLOP/s / the device's dense peak for
-the precision (a table of known GPUs below; none on a CPU). A reading prints as it is measured.
+For each network (DCGAN-32, DCGAN-64, SNGAN-32; `--nets mlp2d`: the 2D grid recipe's MLPs), batch
+size and precision (fp32 / bf16-mixed), the step is timed eager and compiled (torch.compile of G and
+D, `--compile-mode`; CUDA graphs with `reduce-overhead`), through gankit's GANModule under a bare
+Lightning Trainer and as a raw PyTorch loop (eager only). FLOPs are counted by
+torch.utils.flop_counter.FlopCounterMode on one real step (D step: G forward + D forward on real and
+fake + D backward; G step: G and D forward, D's input backward, G backward), not estimated by hand.
+MFU = achieved FLOP/s / the device's dense peak for the precision (a table of known GPUs below; none
+on a CPU). A reading prints as it is measured.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ NETS = {
     "dcgan32": ["data.resolution=32"],
     "dcgan64": ["data.resolution=64"],
     "sngan32": ["model=sngan", "data.resolution=32"],
+    # the grid recipe's 3x256 MLPs on 2D points ("images" = points); without R1, whose double backward
+    # torch.compile cannot trace (g_steps: only the length of its LR schedule here)
+    "mlp2d": ["data=grid", "model=gan_mlp_grid", "model.r1_gamma=null", "g_steps=100000"],
 }
 PEAK_TFLOPS = {  # dense, per GPU: (fp32 via TF32 matmuls, bf16)
     "H200": (494.0, 989.0),
@@ -52,13 +56,22 @@ def peak(device: torch.device, precision: str) -> float | None:
     return None
 
 
+def real_batch(cfg, batch: int, device: torch.device) -> torch.Tensor:
+    """A batch shaped like the data's, uniform in [-1, 1]: images [N, C, H, W] or 2D points [N, 2]."""
+    if "resolution" in cfg.data:
+        shape = (batch, cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    else:
+        shape = (batch, cfg.model.generator.dim)
+    return torch.rand(*shape, device=device) * 2 - 1
+
+
 def step_flops(cfg, device: torch.device, batch: int) -> float:
     """FLOPs of one D step and one G step (non-saturating loss), counted by FlopCounterMode."""
     from hydra.utils import instantiate
 
     module = instantiate(cfg.model).to(device)
     g, d, loss = module.generator, module.discriminator, module.loss
-    real = torch.randn(batch, cfg.data.channels, cfg.data.resolution, cfg.data.resolution, device=device)
+    real = real_batch(cfg, batch, device)
     with FlopCounterMode(display=False) as counter:
         with torch.no_grad():
             fake = g(torch.randn(batch, module.latent_dim, device=device))
@@ -72,7 +85,7 @@ def step_flops(cfg, device: torch.device, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--nets", nargs="+", default=list(NETS))
+    parser.add_argument("--nets", nargs="+", default=[n for n in NETS if n != "mlp2d"])
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--steps", type=int, default=60, help="generator steps timed (after 5 warm-up)")
@@ -99,12 +112,7 @@ def main() -> None:
                     ]
                     cfg = compose_cfg(overrides, Path(tmp))
                     flops = step_flops(cfg, device, batch)
-                    data = [
-                        torch.rand(batch, cfg.data.channels, cfg.data.resolution, cfg.data.resolution, device=device)
-                        * 2
-                        - 1
-                        for _ in range(args.steps + 5)
-                    ]
+                    data = [real_batch(cfg, batch, device) for _ in range(args.steps + 5)]
                     variants = [("gankit eager", None)]
                     if not args.no_compile:
                         variants.append(("gankit compiled", {"mode": args.compile_mode}))

@@ -6,8 +6,10 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gankit.callbacks.evaluation import Identity
 from gankit.data.mixtures import GaussianMixture, mixture_means
@@ -212,3 +214,6 @@ def test_mixture_scatter_draws_the_modes(tmp_path):
     means, std = mixture_means("grid")
     picture = plots.mixture_scatter(torch.randn(500, 2), means, std, "grid", tmp_path / "s.png")
     assert picture.shape[0] == 3 and (tmp_path / "s.png").is_file() and _has_red(picture)
+    # the file holds the very pixels the loggers get (one render for both)
+    saved = torch.from_numpy(np.asarray(Image.open(tmp_path / "s.png").convert("RGB")).copy()).permute(2, 0, 1)
+    assert torch.equal(saved, (picture * 255).round().to(torch.uint8))

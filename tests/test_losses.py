@@ -94,3 +94,16 @@ def test_top_k_keeps_the_fakes_d_rates_most_real_and_only_they_get_gradient():
     assert (fake.grad != 0).tolist() == [True, False, True, True, False]
     assert losses.top_k(fake, 1.0) is fake
     assert losses.top_k(fake, 0.01).tolist() == pytest.approx([1.5])  # at least one
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 513])
+def test_pairwise_auc_counts_the_pairs_d_ranks_correctly(n):
+    """Against the N x N comparison, ties included (a tie is not a correct ranking)."""
+    from gankit.module import pairwise_auc
+
+    g = torch.Generator().manual_seed(n)
+    real, fake = torch.randn(n, generator=g), torch.randn(n + 3, generator=g)
+    fake[: n // 2] = real[: n // 2]  # ties
+    expected = (real[:, None] > fake[None, :]).double().mean().item()
+    assert pairwise_auc(real, fake).item() == pytest.approx(expected, abs=1e-7)
+    assert pairwise_auc(real + 100, fake).item() == 1.0 and pairwise_auc(real - 100, fake).item() == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import lightning as L
@@ -181,6 +182,110 @@ def test_work_only_logging_needs_is_done_on_logging_steps(cfg_factory, monkeypat
     assert len(calls) == 4  # batches 3 and 6, G and D each
     rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r.get("train/d_grad_norm")]
     assert [int(r["step"]) for r in rows] == [2, 5]
+
+
+def test_nvml_check_is_dropped_only_where_it_cannot_change_the_answer(monkeypatch):
+    """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 costs a failed dlopen per Adam step where NVML is missing;
+    gankit drops it there, and only there, and CUDA availability reads the same with and without it."""
+    from gankit.module import skip_failing_nvml_check
+
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    with_check = torch.cuda.is_available()
+    nvml_missing = torch.backends.cuda.is_built() and torch.cuda._device_count_nvml() < 0
+    assert skip_failing_nvml_check() == nvml_missing
+    assert ("PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ) == nvml_missing
+    assert torch.cuda.is_available() == with_check
+
+
+@pytest.mark.parametrize(("data", "every"), [("mnist", 200), ("ring", 1000)])
+def test_sample_pictures_default_cadence_follows_the_data(cfg_factory, data, every):
+    """callbacks.samples.every_n_g_steps=null: a grid every 200 steps for images, a scatter every 1,000 for 2D."""
+    from gankit.callbacks.samples import SampleGrid
+
+    cfg = cfg_factory(f"data={data}", "metrics=none", "callbacks.samples.every_n_g_steps=null")  # the default
+    callback = instantiate(cfg.callbacks.samples)
+    trainer = type("T", (), {"datamodule": instantiate(cfg.data)})()
+    module = instantiate(cfg.model)
+    SampleGrid.on_fit_start(callback, trainer, module)
+    assert callback.every == every
+    assert SampleGrid(str(cfg.paths.output_dir), every_n_g_steps=7).every == 7  # a number given is kept
+
+
+def _train_with(cfg, *extra: L.Callback) -> dict:
+    """Train with extra callbacks; the final checkpoint's state dict."""
+    original_init = L.Trainer.__init__
+
+    def init(self, *args, callbacks=(), **kwargs):
+        original_init(self, *args, callbacks=[*callbacks, *extra], **kwargs)
+
+    L.Trainer.__init__ = init
+    try:
+        train(cfg)
+    finally:
+        L.Trainer.__init__ = original_init
+    return torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_plain_backward_is_lightnings_backward_without_the_hooks_nobody_listens_to(cfg_factory):
+    """Single process, fp32, no backward listener: loss.backward() directly. A callback with on_after_backward
+    switches Lightning's path back on (and is called for every D and G backward); the weights come out the same."""
+
+    class Listener(L.Callback):
+        calls = 0
+        plain = None
+
+        def on_train_batch_start(self, trainer, pl_module, *args):  # after the module's on_train_start
+            Listener.plain = pl_module._plain_backward
+
+        def on_after_backward(self, trainer, pl_module):
+            Listener.calls += 1
+
+    class Observer(L.Callback):  # listens to nothing of the backward
+        plain = None
+
+        def on_train_batch_start(self, trainer, pl_module, *args):
+            Observer.plain = pl_module._plain_backward
+
+    overrides = ("g_steps=3", "metrics=none", "model.n_critic=2")
+    plain = _train_with(cfg_factory(*overrides), Observer())
+    hooked = _train_with(cfg_factory(*overrides), Listener())
+    assert Observer.plain is True and Listener.plain is False
+    assert Listener.calls == 3 * 3  # 6 D backward passes and 3 G ones
+    assert plain.keys() == hooked.keys()
+    for key in plain:
+        torch.testing.assert_close(plain[key], hooked[key], rtol=0, atol=0, msg=key)
+
+
+def test_only_the_stepping_network_takes_gradients_and_a_frozen_parameter_stays_frozen(cfg_factory):
+    """Inside the D step only D's parameters require grad, inside the G step only G's; a generator parameter
+    frozen before the fit, and a discriminator one frozen during it, are never switched back on."""
+    seen = []
+
+    class Freeze(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            self.name, self.frozen = next(pl_module.generator.named_parameters())
+            self.frozen.requires_grad_(False)
+            self.before = self.frozen.detach().clone()
+            self.late = next(pl_module.discriminator.parameters())
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 2:
+                self.late.requires_grad_(False)
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            g = [p.requires_grad for p in pl_module.generator.parameters()]
+            d = [p.requires_grad for p in pl_module.discriminator.parameters()]
+            seen.append((optimizer is pl_module._optimizer_g, g, d))
+
+    freeze = Freeze()
+    state = _train_with(cfg_factory("g_steps=3", "metrics=none", "model.ema_decay=null"), freeze)
+    assert [is_g for is_g, _, _ in seen] == [False, True] * 3  # D, G, D, G, D, G
+    for step, (is_g, g, d) in enumerate(seen):
+        assert g == ([False] + [True] * (len(g) - 1) if is_g else [False] * len(g))
+        late_frozen = step >= 4  # from batch 2 (the third D step) on
+        assert d == ([False] * len(d) if is_g else [not late_frozen] + [True] * (len(d) - 1))
+    assert not freeze.frozen.requires_grad and not freeze.late.requires_grad
+    torch.testing.assert_close(state[f"generator.{freeze.name}"], freeze.before)
 
 
 def _train_counting_graphs(cfg) -> list[int]:

@@ -36,8 +36,9 @@ class GeneratorEMA(nn.Module):
         decay = min(self.decay, (1 + step) / (10 + step))
         ema_params = list(self.module.parameters())
         torch._foreach_lerp_(ema_params, [p.detach() for p in generator.parameters()], 1.0 - decay)
-        for ema_buffer, buffer in zip(self.module.buffers(), generator.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
+        buffers = list(generator.buffers())  # batch-norm statistics
+        if buffers:
+            torch._foreach_copy_(list(self.module.buffers()), buffers)
         self.stale = True
 
     @torch.no_grad()

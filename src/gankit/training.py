@@ -124,7 +124,7 @@ TYPED_KEYS = {  # key: (type, null allowed); keys whose wrong type would surface
     "metrics.evaluation.num_samples": (int, False),
     "metrics.evaluation.every_n_g_steps": (int, False),
     "metrics.evaluation.every_n_kimg": (float, True),
-    "callbacks.samples.every_n_g_steps": (int, False),
+    "callbacks.samples.every_n_g_steps": (int, True),
     "callbacks.model_checkpoint.keep": (int, False),
     "callbacks.model_checkpoint.every_n_epochs": (int, False),
     "callbacks.model_checkpoint.every_n_g_steps": (int, True),
