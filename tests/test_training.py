@@ -184,6 +184,19 @@ def test_work_only_logging_needs_is_done_on_logging_steps(cfg_factory, monkeypat
     assert [int(r["step"]) for r in rows] == [2, 5]
 
 
+@pytest.mark.parametrize(("every", "until", "due"), [(1, None, 6), (1, 4, 4), (2, 4, 2), (2, None, 3)])
+def test_r1_is_applied_every_k_d_steps_until_the_given_generator_step(cfg_factory, monkeypatch, every, until, due):
+    """model.r1_every=k: R1 on D steps 0, k, 2k, ...; model.r1_until=n: none from generator step n on."""
+    import gankit.module
+
+    calls = []
+    original = gankit.module.r1_penalty
+    monkeypatch.setattr(gankit.module, "r1_penalty", lambda *a, **k: calls.append(1) or original(*a, **k))
+    r1 = ["model.r1_gamma=1", f"model.r1_every={every}", f"model.r1_until={'null' if until is None else until}"]
+    train(cfg_factory("g_steps=6", "metrics=none", *r1))
+    assert len(calls) == due
+
+
 def test_nvml_check_is_dropped_only_where_it_cannot_change_the_answer(monkeypatch):
     """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 costs a failed dlopen per Adam step where NVML is missing;
     gankit drops it there, and only there, and CUDA availability reads the same with and without it."""

@@ -8,8 +8,8 @@ from it (so they survive a restart with the checkpoint, and need no state of the
 
 Building blocks any recipe switches on by config: PacGAN packing (`pack`), DiffAugment
 (`augment`), the WGAN-GP gradient penalty (`gp_weight`), R1 (`r1_gamma`, lazily every `r1_every`
-D steps), gradient-norm clipping, a generator EMA, separate G / D optimizers (TTUR) and top-k
-training (`top_k`: G learns from the fakes D rates best). Spectral
+D steps, until generator step `r1_until`), gradient-norm clipping, a generator EMA, separate G / D
+optimizers (TTUR) and top-k training (`top_k`: G learns from the fakes D rates best). Spectral
 norm lives in the networks (`discriminator.spectral_norm`).
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -95,6 +96,7 @@ class GANModule(L.LightningModule):
         gp_weight: float | None = None,
         r1_gamma: float | None = None,
         r1_every: int = 1,
+        r1_until: int | None = None,
         augment: str | list[str] | None = None,
         num_classes: int | None = None,
         conditional: bool = False,
@@ -105,9 +107,9 @@ class GANModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        if int(n_critic) != n_critic or n_critic < 1:
+        if not _is_count(n_critic):
             raise ValueError(
-                f"n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic}"
+                f"n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic!r}"
             )
         for name, value in (("g_clip_norm", g_clip_norm), ("d_clip_norm", d_clip_norm)):
             if value is not None and not value > 0:
@@ -124,8 +126,13 @@ class GANModule(L.LightningModule):
                     f"model.top_k takes decay (per epoch) and min_fraction, both in (0, 1]; got {dict(top_k)}"
                 )
         self.top_k = top_k
-        if int(r1_every) != r1_every or r1_every < 1:
-            raise ValueError(f"model.r1_every (D steps between R1 penalties) must be an integer >= 1, got {r1_every}")
+        if not _is_count(r1_every):
+            raise ValueError(f"model.r1_every (D steps between R1 penalties) must be an integer >= 1, got {r1_every!r}")
+        if r1_until is not None and not _is_count(r1_until):
+            raise ValueError(
+                f"model.r1_until (the generator step R1 stops at) must be an integer >= 1, or null for the whole "
+                f"run; got {r1_until!r}"
+            )
         if getattr(discriminator, "pack", 1) != pack:
             raise ValueError(
                 f"model.pack={pack} but the discriminator takes {getattr(discriminator, 'pack', 1)} samples at once; "
@@ -152,6 +159,7 @@ class GANModule(L.LightningModule):
         self.generator, self.discriminator = generator, discriminator
         self.latent_dim: int = generator.latent_dim
         self.pack, self.gp_weight, self.r1_gamma, self.r1_every = int(pack), gp_weight, r1_gamma, int(r1_every)
+        self.r1_until = None if r1_until is None else int(r1_until)
         self.augment = DiffAugment(augment) if augment else None
         self.info: InfoCodes | None = None
         if info:
@@ -385,7 +393,7 @@ class GANModule(L.LightningModule):
             z, codes = self._latent_and_codes(n)
             fake = self._g(z, y_fake)
             real_in, fake_in = self.d_input(real), self.d_input(fake)
-            r1_due = self.r1_gamma is not None and self.d_steps % self.r1_every == 0
+            r1_due = self._r1_due()
             if r1_due:  # R1 differentiates this very forward pass: no second one on the real batch
                 real_in = real_in.detach().requires_grad_(True)
             d_real = self._d(real_in, y_real)  # logits [N / pack]
@@ -493,6 +501,12 @@ class GANModule(L.LightningModule):
         """Classes for generated samples: uniform over the K classes (None for an unconditional model)."""
         return None if self.num_classes is None else torch.randint(self.num_classes, (n,), device=self.device)
 
+    def _r1_due(self) -> bool:
+        """R1 on this D step: every `r1_every`-th one, before generator step `r1_until` (if set)."""
+        if self.r1_gamma is None or self.d_steps % self.r1_every:
+            return False
+        return self.r1_until is None or self.g_steps < self.r1_until
+
     def _penalties(self, real_in: Tensor, fake_in: Tensor, y_real: Tensor | None, d_real: Tensor | None):
         """Gradient penalty (WGAN-GP) and lazy R1 on D's inputs, logged; 0 when neither is on.
 
@@ -544,6 +558,13 @@ class GANModule(L.LightningModule):
     def _log(self, name: str, value, prog_bar: bool = False) -> None:
         if self._logging:
             self.log(name, value, prog_bar=prog_bar)
+
+
+def _is_count(value) -> bool:
+    """A whole number >= 1 (5 or 5.0 from a config; not True, "5", inf or nan)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value >= 1 and value == int(value)
 
 
 def _plus(loss: Tensor, *terms: Tensor | float) -> Tensor:
