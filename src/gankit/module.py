@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -107,9 +106,9 @@ class GANModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        if not _is_count(n_critic):
+        if int(n_critic) != n_critic or n_critic < 1:
             raise ValueError(
-                f"n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic!r}"
+                f"n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic}"
             )
         for name, value in (("g_clip_norm", g_clip_norm), ("d_clip_norm", d_clip_norm)):
             if value is not None and not value > 0:
@@ -126,12 +125,12 @@ class GANModule(L.LightningModule):
                     f"model.top_k takes decay (per epoch) and min_fraction, both in (0, 1]; got {dict(top_k)}"
                 )
         self.top_k = top_k
-        if not _is_count(r1_every):
-            raise ValueError(f"model.r1_every (D steps between R1 penalties) must be an integer >= 1, got {r1_every!r}")
-        if r1_until is not None and not _is_count(r1_until):
+        if int(r1_every) != r1_every or r1_every < 1:
+            raise ValueError(f"model.r1_every (D steps between R1 penalties) must be an integer >= 1, got {r1_every}")
+        if r1_until is not None and (int(r1_until) != r1_until or r1_until < 1):
             raise ValueError(
                 f"model.r1_until (the generator step R1 stops at) must be an integer >= 1, or null for the whole "
-                f"run; got {r1_until!r}"
+                f"run; got {r1_until}"
             )
         if getattr(discriminator, "pack", 1) != pack:
             raise ValueError(
@@ -558,13 +557,6 @@ class GANModule(L.LightningModule):
     def _log(self, name: str, value, prog_bar: bool = False) -> None:
         if self._logging:
             self.log(name, value, prog_bar=prog_bar)
-
-
-def _is_count(value) -> bool:
-    """A whole number >= 1 (5 or 5.0 from a config; not True, "5", inf or nan)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return math.isfinite(value) and value >= 1 and value == int(value)
 
 
 def _plus(loss: Tensor, *terms: Tensor | float) -> Tensor:

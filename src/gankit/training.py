@@ -118,6 +118,8 @@ TYPED_KEYS = {  # key: (type, null allowed); keys whose wrong type would surface
     "data.resolution": (int, True),
     "trainer.max_epochs": (int, True),
     "model.n_critic": (int, False),
+    "model.r1_every": (int, False),
+    "model.r1_until": (int, True),
     "model.ema_decay": (float, True),
     "model.g_optimizer.lr": (float, False),
     "model.d_optimizer.lr": (float, False),
