@@ -10,8 +10,12 @@ optimisation (manual_backward, LightningOptimizer steps: a plain Lightning modul
 gankit under a bare Trainer (no logger, callbacks or progress bar), then gankit with the default
 callbacks except evaluation (checkpoints, sample grids, the NaN guard, preemption, a progress bar
 refreshed every 10 steps, CSV logging every 20 steps); rounds are
-interleaved and the median of the per-round ratios is printed (one machine's noise cancels out).
-The fixed tax per generator step is (gankit - raw) in milliseconds.
+interleaved (every other one in reverse order) and the median of the per-round ratios is printed
+(one machine's noise cancels out).
+The fixed tax per generator step is (gankit - raw) in milliseconds. A round times the steps after
+5 warm-up ones up to the end of its one epoch: the epoch's checkpoints are timed apart (a round's
+epoch is far shorter than a real one), and pictures (every 1,000 generator steps for 2D data, 200
+for images) fall in rounds that long only.
 """
 
 from __future__ import annotations
@@ -163,25 +167,46 @@ class ListData(L.LightningDataModule):
 class Timer(L.Callback):
     def __init__(self, device: torch.device) -> None:
         self.device, self.n, self.start = device, 0, None
+        self.batches: list[tuple[bool, float]] = []  # (a logging step, seconds from batch start to end)
+
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
+        self.batch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.batches.append((getattr(pl_module, "_logging", False), time.perf_counter() - self.batch_start))
         self.n += 1
         if self.n == 5:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.start = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Before the epoch's checkpoint (Lightning calls checkpoint callbacks last): a round is one epoch, far
+        shorter than a real one, so per-epoch work would weigh several times its real share."""
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self.seconds = (time.perf_counter() - self.start) / (self.n - 5)
+        self.epoch_end = time.perf_counter()
+        self.seconds = (self.epoch_end - self.start) / (self.n - 5)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.after = time.perf_counter() - self.epoch_end  # the epoch's checkpoints (callbacks after this one: later)
+
+    def logging_extra(self) -> list[float]:
+        """How much longer each logging batch took than the mean of the two batches either side of it: its own
+        cost, with the machine's drift cancelled (CPU: on a GPU the batch times are those of the launches)."""
+        out = []
+        for i in range(7, len(self.batches) - 2):
+            near = [self.batches[j] for j in (i - 2, i - 1, i + 1, i + 2)]
+            if self.batches[i][0] and not any(logging for logging, _ in near):
+                out.append(self.batches[i][1] - statistics.mean(seconds for _, seconds in near))
+        return out
 
 
 class RawStepModule(L.LightningModule):
     """The raw step through Lightning's public API for manual optimisation: manual_backward (with its hook
     dispatches) and the LightningOptimizer steps (which count Lightning's global step). Its time over the raw
-    loop is what a plain Lightning GAN module pays; gankit skips the backward hooks where nobody listens, so
-    it can come out below this "floor"."""
+    loop is what a plain Lightning GAN module pays; gankit skips the backward and optimizer-step hook dispatches
+    where nobody listens, so it can come out below this "floor"."""
 
     def __init__(self, module) -> None:
         super().__init__()
@@ -199,7 +224,7 @@ class RawStepModule(L.LightningModule):
 
 def gankit_loop(
     cfg, data: list, dm, device: torch.device, callbacks: bool, out: Path, precision="32-true", floor=False
-) -> float:
+) -> Timer:
     torch.manual_seed(0)
     module = RawStepModule(instantiate(cfg.model)) if floor else instantiate(cfg.model)
     timer = Timer(device)
@@ -219,7 +244,15 @@ def gankit_loop(
         default_root_dir=str(out),
     )
     trainer.fit(module, datamodule=ListData(data, dm))
-    return timer.seconds
+    return timer
+
+
+def variant(j: int, cfg, data: list, dm, device: torch.device, out: Path) -> float | Timer:
+    """The raw loop's seconds per G step (0); the Timer of the Lightning floor (1), gankit bare (2) or gankit with
+    callbacks (3)."""
+    if j == 0:
+        return raw_loop(cfg, data, device)
+    return gankit_loop(cfg, data, dm, device, callbacks=j == 3, out=out, floor=j == 1)
 
 
 def main() -> None:
@@ -238,23 +271,34 @@ def main() -> None:
         "| gankit + callbacks | ratio | tax ms |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    ends, logging = [], []
     for case in cases:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose_cfg(CASES[case], Path(tmp))
             data, dm = batches(cfg, device, args.steps + 5)
-            rows = []
-            for _ in range(args.rounds):
-                raw = raw_loop(cfg, data, device)
-                floor = gankit_loop(cfg, data, dm, device, False, Path(tmp), floor=True)
-                bare = gankit_loop(cfg, data, dm, device, False, Path(tmp))
-                full = gankit_loop(cfg, data, dm, device, True, Path(tmp))
-                rows.append((raw, floor, bare, full))
+            rows, epoch_ends, logging_extra = [], [], []
+            for i in range(args.rounds):  # odd rounds in reverse order: a machine slowing down or speeding up
+                order = range(4) if i % 2 == 0 else range(3, -1, -1)  # within a round favours neither end
+                seconds = {j: variant(j, cfg, data, dm, device, Path(tmp)) for j in order}
+                seconds[3], epoch_end = seconds[3]
+                rows.append(tuple(seconds[j] for j in range(4)))
+                epoch_ends.append(epoch_end)
         raw = statistics.median(r[0] for r in rows)
         cells = [f"| {case} | {raw * 1e3:.2f} "]
         for i in (1, 2, 3):
             ms, ratio = statistics.median(r[i] for r in rows), statistics.median(r[0] / r[i] for r in rows)
             cells.append(f"| {ms * 1e3:.2f} | {ratio:.3f}x | {(ms - raw) * 1e3:+.2f} ")
         print("".join(cells) + "|", flush=True)
+        ends.append(f"{case} {statistics.median(epoch_ends) * 1e3:.0f} ms")
+        if device.type == "cpu" and logging_extra:
+            extra = statistics.median(logging_extra)
+            logging.append(f"{case} {extra * 1e3:.2f} ms ({extra / 20 * 1e3:.3f} ms a step at every 20th)")
+    print(
+        "\nNot in the rounds (a round is one short epoch): the end of an epoch with callbacks (its checkpoints) took "
+        f"{', '.join(ends)}; a real epoch spreads it over its batches."
+    )
+    if logging:
+        print(f"A logging step (gankit + callbacks) took longer than the steps around it by: {', '.join(logging)}.")
 
 
 if __name__ == "__main__":

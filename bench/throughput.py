@@ -120,7 +120,7 @@ def main() -> None:
                     for name, compile_options in variants:
                         cfg.model.compile = compile_options
                         torch._dynamo.reset()
-                        seconds = gankit_loop(cfg, data, None, device, False, Path(tmp), precision=precision)
+                        seconds = gankit_loop(cfg, data, None, device, False, Path(tmp), precision=precision).seconds
                         results[name] = seconds
                     if not args.no_raw and precision == "32-true":
                         cfg.model.compile = None

@@ -174,14 +174,88 @@ def test_work_only_logging_needs_is_done_on_logging_steps(cfg_factory, monkeypat
     """Gradient norms (and self.log) on every log_every_n_steps-th batch only: 6 batches, every 3rd logged."""
     import gankit.module
 
-    calls = []
-    original = gankit.module.get_total_norm
+    calls, aucs = [], []
+    original, original_auc = gankit.module.get_total_norm, gankit.module.pairwise_auc
     monkeypatch.setattr(gankit.module, "get_total_norm", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(gankit.module, "pairwise_auc", lambda *a: aucs.append(1) or original_auc(*a))
     cfg = cfg_factory("g_steps=6", "trainer.log_every_n_steps=3", "metrics=none")
     train(cfg)
     assert len(calls) == 4  # batches 3 and 6, G and D each
+    assert len(aucs) == 2  # train/d_auc: batches 3 and 6
     rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r.get("train/d_grad_norm")]
     assert [int(r["step"]) for r in rows] == [2, 5]
+
+
+def test_training_scalars_reach_the_loggers_callbacks_and_progress_bar_as_self_log_would(cfg_factory):
+    """On each logging step (every 3rd of 6 batches) the step's own values reach metrics.csv at Lightning's logger
+    step, trainer.callback_metrics (tensors: checkpoint monitors, optimized_metric=train/...) and the progress bar
+    (losses only) before the callbacks' on_train_batch_end; other steps leave them as they were."""
+    seen = []
+
+    class Observer(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(
+                (
+                    {k: v.clone() for k, v in outputs.items()},
+                    dict(trainer.callback_metrics),
+                    dict(trainer.progress_bar_metrics),
+                )
+            )
+
+    cfg = cfg_factory("g_steps=6", "trainer.log_every_n_steps=3", "metrics=none")
+    _train_with(cfg, Observer())
+    rows = read_metrics(Path(cfg.paths.output_dir))
+    assert [int(r["step"]) for r in rows] == [2, 5] and all(r["epoch"] == "0" for r in rows)
+    assert len(seen) == 6
+    for batch, row in zip((2, 5), rows, strict=True):
+        outputs, callback, bar = seen[batch]
+        real, fake = outputs["d_real"].flatten(), outputs["d_fake"].flatten()
+        auc = (real[:, None] > fake[None, :]).double().mean().item()  # all (real, fake) pairs, not the sort
+        expected = {
+            "train/d_loss": outputs["d_loss"].item(),
+            "train/g_loss": outputs["g_loss"].item(),
+            "train/d_real": real.mean().item(),
+            "train/d_fake": fake.mean().item(),
+            "train/d_auc": auc,
+            "train/d_lr": cfg.model.d_optimizer.lr,
+            "train/g_lr": cfg.model.g_optimizer.lr,
+        }
+        for name, value in expected.items():
+            assert float(row[name]) == pytest.approx(value, rel=1e-6, abs=1e-7), name
+            assert callback[name].item() == pytest.approx(value, rel=1e-6, abs=1e-7), name
+        assert float(row["train/d_grad_norm"]) > 0 and float(row["train/g_grad_norm"]) > 0
+        assert bar == {"train/d_loss": expected["train/d_loss"], "train/g_loss": expected["train/g_loss"]}
+    assert seen[3][1] == seen[2][1] and seen[4][2] == seen[2][2]  # a step that logs nothing changes nothing
+    assert not seen[1][1]  # nothing before the first logging step
+
+
+def test_the_device_is_read_on_logging_steps_only(cfg_factory, monkeypatch):
+    """A read of a tensor's value (item, tolist, bool, float, int) is a device sync on a GPU: one per step stops the CPU from
+    queueing the next step's kernels. Over 12 batches logged every 6th, values are read on batches 6 and 12 only
+    (Lightning's `self.log` read the progress-bar losses on every batch after the first logged one)."""
+    import sys
+
+    batch, reads = [None], []
+
+    class Where(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, data, batch_idx):
+            batch[0] = batch_idx
+
+    def counted(original):
+        def read(tensor):
+            if not sys._getframe(1).f_code.co_filename.endswith("optim/optimizer.py"):  # Adam's step: a CPU tensor
+                reads.append(batch[0])
+            return original(tensor)
+
+        return read
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+    overrides = ("g_steps=12", "trainer.log_every_n_steps=6", "metrics=none")
+    periodic = ("callbacks.guard.every_n_steps=100", "callbacks.samples.every_n_g_steps=100")  # they read, rarely
+    _train_with(cfg_factory(*overrides, *periodic), Where())
+    assert 5 in reads and 11 in reads
+    assert set(reads) <= {None, 5, 11}  # None: before the first batch or after the last
 
 
 @pytest.mark.parametrize(("every", "until", "due"), [(1, None, 6), (1, 4, 4), (2, 4, 2), (2, None, 3)])
@@ -239,34 +313,58 @@ def _train_with(cfg, *extra: L.Callback) -> dict:
     return torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-def test_plain_backward_is_lightnings_backward_without_the_hooks_nobody_listens_to(cfg_factory):
-    """Single process, fp32, no backward listener: loss.backward() directly. A callback with on_after_backward
-    switches Lightning's path back on (and is called for every D and G backward); the weights come out the same."""
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_plain_backward_and_step_are_lightnings_without_the_hooks_nobody_listens_to(cfg_factory, precision):
+    """Single process, no loss scaling (fp32, bf16), no listener: loss.backward() and the wrapped optimizer's step
+    directly. A callback with on_after_backward / on_before_optimizer_step switches Lightning's path back on for
+    that one (and is called for every D and G backward / step); the weights, step counts and logged gradient
+    norms come out the same."""
 
     class Listener(L.Callback):
         calls = 0
         plain = None
 
         def on_train_batch_start(self, trainer, pl_module, *args):  # after the module's on_train_start
-            Listener.plain = pl_module._plain_backward
+            Listener.plain = pl_module._plain_backward, pl_module._plain_step
 
         def on_after_backward(self, trainer, pl_module):
             Listener.calls += 1
 
-    class Observer(L.Callback):  # listens to nothing of the backward
+    class StepListener(L.Callback):
+        calls = 0
         plain = None
 
         def on_train_batch_start(self, trainer, pl_module, *args):
-            Observer.plain = pl_module._plain_backward
+            StepListener.plain = pl_module._plain_backward, pl_module._plain_step
 
-    overrides = ("g_steps=3", "metrics=none", "model.n_critic=2")
-    plain = _train_with(cfg_factory(*overrides), Observer())
-    hooked = _train_with(cfg_factory(*overrides), Listener())
-    assert Observer.plain is True and Listener.plain is False
-    assert Listener.calls == 3 * 3  # 6 D backward passes and 3 G ones
-    assert plain.keys() == hooked.keys()
-    for key in plain:
-        torch.testing.assert_close(plain[key], hooked[key], rtol=0, atol=0, msg=key)
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            StepListener.calls += 1
+
+    class Observer(L.Callback):  # listens to nothing of the backward or the step
+        plain = None
+        steps = None
+
+        def on_train_batch_start(self, trainer, pl_module, *args):
+            Observer.plain = pl_module._plain_backward, pl_module._plain_step
+
+        def on_train_end(self, trainer, pl_module):
+            Observer.steps = trainer.global_step, pl_module.d_steps, pl_module.g_steps
+
+    overrides = ("g_steps=3", "metrics=none", "model.n_critic=2", "trainer.log_every_n_steps=2")
+    overrides += (f"trainer.precision={precision}",)
+    cfgs = [cfg_factory(*overrides) for _ in range(3)]
+    plain = _train_with(cfgs[0], Observer())
+    hooked = _train_with(cfgs[1], Listener())
+    stepped = _train_with(cfgs[2], StepListener())
+    assert Observer.plain == (True, True) and Listener.plain == (False, True) and StepListener.plain == (True, False)
+    assert Observer.steps == (9, 6, 3)  # Lightning's global step counts both optimizers' steps
+    assert Listener.calls == 3 * 3 and StepListener.calls == 3 * 3  # 6 D backward passes / steps and 3 G ones
+    for other in (hooked, stepped):
+        assert plain.keys() == other.keys()
+        for key in plain:
+            torch.testing.assert_close(plain[key], other[key], rtol=0, atol=0, msg=key)
+    norms = [[r["train/d_grad_norm"] for r in read_metrics(Path(c.paths.output_dir))] for c in cfgs]
+    assert norms[0] == norms[1] == norms[2] and len([n for n in norms[0] if n]) == 3
 
 
 def test_only_the_stepping_network_takes_gradients_and_a_frozen_parameter_stays_frozen(cfg_factory):

@@ -29,6 +29,7 @@ import lightning as L
 
 from gankit.callbacks.evaluation import Evaluation
 from gankit.callbacks.samples import logger_step
+from gankit.module import pairwise_auc
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ class CollapseMonitor(L.Callback):
     # ---- hooks ------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, *args) -> None:
         raised, evaluated = self._check_evaluations(trainer)
-        if outputs and "d_auc" in outputs and pl_module.g_steps >= self.warmup:
-            self._auc_sum = self._auc_sum + outputs["d_auc"].detach()  # stays on the device: no sync per step
+        if outputs and "d_real" in outputs and pl_module.g_steps >= self.warmup:
+            auc = pairwise_auc(outputs["d_real"], outputs["d_fake"])
+            self._auc_sum = self._auc_sum + auc  # stays on the device: no sync per step
             self._auc_count += 1
             if self._auc_count >= self.d_window:
                 mean = float(self._auc_sum) / self._auc_count  # one sync per window

@@ -32,7 +32,7 @@ class NonFiniteLossGuard(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        self._latest.update(outputs or {})
+        self._latest.update({k: v for k, v in (outputs or {}).items() if k.endswith("_loss")})
         if (batch_idx + 1) % self.every == 0:
             self.check(trainer, pl_module)
 
