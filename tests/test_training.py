@@ -230,9 +230,9 @@ def test_training_scalars_reach_the_loggers_callbacks_and_progress_bar_as_self_l
 
 
 def test_the_device_is_read_on_logging_steps_only(cfg_factory, monkeypatch):
-    """A read of a tensor's value (item, tolist, bool, float, int) is a device sync on a GPU: one per step stops the CPU from
-    queueing the next step's kernels. Over 12 batches logged every 6th, values are read on batches 6 and 12 only
-    (Lightning's `self.log` read the progress-bar losses on every batch after the first logged one)."""
+    """A read of a tensor's value (item, tolist, bool, float, int) is a device sync on a GPU: one per step stops
+    the CPU from queueing the next step's kernels. Over 12 batches logged every 6th, values are read on batches 6
+    and 12 only (Lightning's `self.log` read the progress-bar losses on every batch after the first logged one)."""
     import sys
 
     batch, reads = [None], []
