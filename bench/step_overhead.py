@@ -279,10 +279,10 @@ def main() -> None:
             rows, epoch_ends, logging_extra = [], [], []
             for i in range(args.rounds):  # odd rounds in reverse order: a machine slowing down or speeding up
                 order = range(4) if i % 2 == 0 else range(3, -1, -1)  # within a round favours neither end
-                seconds = {j: variant(j, cfg, data, dm, device, Path(tmp)) for j in order}
-                seconds[3], epoch_end = seconds[3]
-                rows.append(tuple(seconds[j] for j in range(4)))
-                epoch_ends.append(epoch_end)
+                result = {j: variant(j, cfg, data, dm, device, Path(tmp)) for j in order}
+                rows.append((result[0], *(result[j].seconds for j in (1, 2, 3))))
+                epoch_ends.append(result[3].after)
+                logging_extra += result[3].logging_extra()
         raw = statistics.median(r[0] for r in rows)
         cells = [f"| {case} | {raw * 1e3:.2f} "]
         for i in (1, 2, 3):
