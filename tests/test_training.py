@@ -199,6 +199,7 @@ def test_training_scalars_reach_the_loggers_callbacks_and_progress_bar_as_self_l
                     {k: v.clone() for k, v in outputs.items()},
                     dict(trainer.callback_metrics),
                     dict(trainer.progress_bar_metrics),
+                    dict(trainer.logged_metrics),
                 )
             )
 
@@ -208,7 +209,7 @@ def test_training_scalars_reach_the_loggers_callbacks_and_progress_bar_as_self_l
     assert [int(r["step"]) for r in rows] == [2, 5] and all(r["epoch"] == "0" for r in rows)
     assert len(seen) == 6
     for batch, row in zip((2, 5), rows, strict=True):
-        outputs, callback, bar = seen[batch]
+        outputs, callback, bar, logged = seen[batch]
         real, fake = outputs["d_real"].flatten(), outputs["d_fake"].flatten()
         auc = (real[:, None] > fake[None, :]).double().mean().item()  # all (real, fake) pairs, not the sort
         expected = {
@@ -223,6 +224,7 @@ def test_training_scalars_reach_the_loggers_callbacks_and_progress_bar_as_self_l
         for name, value in expected.items():
             assert float(row[name]) == pytest.approx(value, rel=1e-6, abs=1e-7), name
             assert callback[name].item() == pytest.approx(value, rel=1e-6, abs=1e-7), name
+            assert logged[name].item() == pytest.approx(value, rel=1e-6, abs=1e-7), name
         assert float(row["train/d_grad_norm"]) > 0 and float(row["train/g_grad_norm"]) > 0
         assert bar == {"train/d_loss": expected["train/d_loss"], "train/g_loss": expected["train/g_loss"]}
     assert seen[3][1] == seen[2][1] and seen[4][2] == seen[2][2]  # a step that logs nothing changes nothing

@@ -605,9 +605,10 @@ class GANModule(L.LightningModule):
             metrics.update(zip(tensors, read, strict=True))
         self._scalars = {}
         trainer = self.trainer
-        trainer.callback_metrics.update({name: torch.tensor(value) for name, value in metrics.items()})
+        values = {name: torch.tensor(value) for name, value in metrics.items()}  # CPU tensors, as self.log keeps
+        trainer.callback_metrics.update(values)
         trainer.progress_bar_metrics.update({name: metrics[name] for name in self._prog_bar if name in metrics})
-        trainer._logger_connector.log_metrics(metrics)  # Lightning's step and `epoch` key, as for self.log
+        trainer._logger_connector.log_metrics(values)  # Lightning's step and `epoch` key, as for self.log
 
 
 def _plus(loss: Tensor, *terms: Tensor | float) -> Tensor:
