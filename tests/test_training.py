@@ -171,7 +171,7 @@ def test_other_loggers(cfg_factory, logger):
 
 
 def test_work_only_logging_needs_is_done_on_logging_steps(cfg_factory, monkeypatch):
-    """Gradient norms (and self.log) on every log_every_n_steps-th batch only: 6 batches, every 3rd logged."""
+    """Gradient norms, D's AUC and the logged scalars on every log_every_n_steps-th batch only: 6 batches, every 3rd."""
     import gankit.module
 
     calls, aucs = [], []
