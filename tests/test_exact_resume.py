@@ -296,3 +296,33 @@ def test_eval_resizes_the_runs_own_metrics_with_a_plus_override(cfg_factory, tmp
     result = run_cli(f"ckpt_path={ckpt}", "+metrics.evaluation.num_samples=48", script="eval.py", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "num_fake: 48" in result.stdout and "fid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "first_overrides",
+    [
+        ["g_steps=2"],  # 3 generator steps an epoch: mid-epoch, saved at the cut epoch's end
+        ["g_steps=2", "callbacks.model_checkpoint.every_n_g_steps=4"],  # the same, saved at the end of training
+        ["g_steps=3"],  # at the epoch's end
+        ["g_steps=3", "callbacks.model_checkpoint.every_n_g_steps=4"],
+    ],
+    ids=["mid_epoch", "mid_epoch_saved_at_train_end", "epoch_end", "epoch_end_saved_at_train_end"],
+)
+def test_a_finished_run_extended_with_more_g_steps_is_the_same_run(image_run, first_overrides):
+    """A run that ended at its g_steps, started again with a larger g_steps, goes on from its next
+    batch: the same weights, and the same batches (D's score of each real batch) at the same steps
+    and epochs, as a run that was given the larger g_steps from the start."""
+    every_step = "trainer.log_every_n_steps=1"
+    straight = image_run("g_steps=5", every_step, *first_overrides[1:])
+    train(straight)
+    first = image_run(every_step, *first_overrides)
+    train(first)
+    run_dir = Path(first.paths.output_dir)
+    train(image_run("g_steps=5", every_step, *first_overrides[1:], "ckpt_path=auto", output_dir=run_dir))
+    _assert_same_run(_final(straight), read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+
+    def d_real(run: Path) -> list[tuple[str, str, str]]:
+        return [(r["step"], r["epoch"], r["train/d_real"]) for r in read_metrics(run) if r.get("train/d_real")]
+
+    assert len(d_real(run_dir)) == 10  # n_critic=2: 10 batches for 5 generator steps, each logged once
+    assert d_real(run_dir) == d_real(Path(straight.paths.output_dir))

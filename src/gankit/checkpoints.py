@@ -8,6 +8,8 @@
 - `read_checkpoint` loads with `weights_only=True` (a shared file cannot run code) and turns a
   truncated, corrupt or foreign file into one message naming it.
 - `resumable_checkpoint` picks the newest loadable checkpoint of a run directory (`ckpt_path=auto`).
+- `keep_epoch_position` makes the last checkpoint of a run that reached its `g_steps` resume where
+  it stopped (mid-epoch or at an epoch's end), as a preempted one does.
 """
 
 from __future__ import annotations
@@ -118,6 +120,40 @@ def check_fits(module: torch.nn.Module, checkpoint: dict, path: str | Path) -> N
             f"ckpt_path={path} holds another model's weights ({len(wrong)} tensors differ, e.g. "
             f"{', '.join(wrong[:3])}): use it with the model overrides of the run that wrote it."
         )
+
+
+def keep_epoch_position(trainer: L.Trainer, checkpoint: dict) -> None:
+    """Makes a checkpoint saved after the epoch loop returned resume where the run stopped.
+
+    A save inside an epoch (periodic, preemption) is Lightning's mid-epoch state, and resumes
+    exactly. The last saves of a run that reached its `g_steps` are taken after the epoch loop
+    returned, when the fit loop has already counted the epoch as processed (and, by the end of
+    training, completed). Resumed from that state (the run extended with a larger g_steps):
+    - if `g_steps` cut the epoch short, Lightning takes it for done: the loader goes on from its
+      saved position, but the samplers get the next epoch's number, so the rest of this epoch and
+      every later one are drawn in another order. The epoch's counts are taken back: the
+      checkpoint reads as a mid-epoch one, as a preempted run's does.
+    - if the epoch ran all its batches, Lightning runs the end of that epoch again (its epoch loop
+      finds its batches done, and the fit loop counts one more epoch), after replaying the loader's
+      saved position (all batches yielded, the iterator not yet exhausted): the next epoch's order
+      is skipped. The checkpoint is made to read as one saved before the next epoch's first batch:
+      the epoch counted complete, no batch of the next one counted, no loader position.
+    """
+    fit_loop, saved = trainer.fit_loop, checkpoint.get("loops", {}).get("fit_loop")
+    epoch = fit_loop.epoch_progress.current
+    if saved is None or not (epoch.processed == epoch.started and epoch.completed >= epoch.started - 1):
+        return  # saved inside an epoch
+    epochs = (saved["epoch_progress"]["total"], saved["epoch_progress"]["current"])
+    if fit_loop.epoch_loop._num_ready_batches_reached():
+        for counts in epochs:
+            counts["processed"] = counts["completed"] = counts["started"]
+        batches = saved["epoch_loop.batch_progress"]
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+        saved.get("state_dict", {}).pop("combined_loader", None)
+    else:
+        for counts in epochs:
+            counts["processed"] = counts["completed"] = counts["started"] - 1
 
 
 class RunConfig(L.Callback):

@@ -32,6 +32,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from gankit.augment import DiffAugment
+from gankit.checkpoints import keep_epoch_position
 from gankit.ema import GeneratorEMA
 from gankit.infogan import InfoCodes
 from gankit.losses import get_loss, top_k
@@ -382,6 +383,7 @@ class GANModule(L.LightningModule):
         else:
             states = [state]
         checkpoint["training_stream"] = {"states": states}
+        keep_epoch_position(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._restored_stream = checkpoint.get("training_stream")  # applied in on_train_start
