@@ -33,6 +33,10 @@ from tests.conftest import make_cfg, run_cli, write_images
         (["model.generator.channels=3"], r"model.generator.channels=3 but the data has channels=1"),
         (["ckpt_path=/no/such.ckpt"], "ckpt_path=/no/such.ckpt is not a file"),
         (["data=image_folder"], "Missing mandatory value: data.root"),
+        *[
+            ([f"trainer.precision={p}"], f"trainer.precision={p} is not supported: .* choose trainer.precision from")
+            for p in ("64-true", "bf16-true", "16-true", "half")
+        ],
     ],
 )
 def test_bad_values_fail_at_start_with_a_message(tmp_path, overrides, message):

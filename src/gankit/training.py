@@ -54,6 +54,7 @@ def train(cfg: DictConfig) -> float | tuple[float, ...] | None:
 
 def _fit(cfg: DictConfig) -> float | None:
     check_types(cfg)
+    check_precision(cfg)
     check_cluster(cfg)
     ckpt_path = resume_from(cfg)
     if torch.cuda.is_available() and cfg.get("matmul_precision"):
@@ -148,6 +149,20 @@ def check_types(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if isinstance(seed, int) and not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed} must lie in 0 .. 2^32 - 1 (numpy's seed range)")
+
+
+PRECISIONS = {"32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16"}  # fp32 weights, optionally mixed
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """Weights stay fp32 (optionally with fp16 / bf16 mixed compute): the latents, the data's scaling and
+    the losses are fp32, so a "true" half or double precision would fail deep in a layer instead."""
+    precision = cfg.trainer.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ValueError(
+            f"trainer.precision={precision} is not supported: gankit keeps the weights in fp32; "
+            "choose trainer.precision from 32-true, bf16-mixed, 16-mixed"
+        )
 
 
 def check_cluster(cfg: DictConfig) -> None:
