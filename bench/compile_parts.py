@@ -4,9 +4,10 @@ one kernel that decides the discriminator, timed eager and compiled side by side
     python bench/compile_parts.py                 # CPU, one thread, batch 512
     python bench/compile_parts.py --batch 64 --threads 2
 
-Rows: G (3x256 MLP, ReLU) and D (3x256 MLP, LeakyReLU 0.2) forward + backward, as in a training step;
-D forward without gradients; and `x > 0` on a [batch, 256] tensor, the bool mask a compiled
-LeakyReLU stores for its backward (eager autograd keeps the float input instead). A ratio is eager
+Rows: G (3x256 MLP, ReLU) and D (3x256 MLP, in-place LeakyReLU 0.2) forward + backward, as in a
+training step; D forward without gradients; frozen D forward + backward to its input (G's step);
+and `x > 0` on a [batch, 256] tensor, the bool mask a compiled LeakyReLU stores for its backward
+where it cannot read the output (eager autograd keeps a float tensor instead). A ratio is eager
 time / compiled time: above 1, compiling pays.
 """
 
@@ -40,10 +41,17 @@ def main() -> None:
     torch.manual_seed(0)
     generator = Generator(latent_dim=2, dim=2, width=256, depth=3, batch_norm=False)
     discriminator = Discriminator(dim=2, width=256, depth=3)
+    frozen = Discriminator(dim=2, width=256, depth=3).requires_grad_(False)
     z, points, hidden = torch.randn(args.batch, 2), torch.randn(args.batch, 2), torch.randn(args.batch, 256)
 
     def train(net):
         return lambda x: net(x).sum().backward()
+
+    def input_grad(net):  # G's step: D frozen, the gradient flows to D's input only
+        def run(x):
+            net(x.requires_grad_()).sum().backward()
+
+        return run
 
     def no_grad(net):
         def run(x):
@@ -56,6 +64,7 @@ def main() -> None:
         ("G forward + backward (ReLU)", train, generator, z),
         ("D forward + backward (LeakyReLU)", train, discriminator, points),
         ("D forward, no gradients", no_grad, discriminator, points),
+        ("D frozen, forward + input backward", input_grad, frozen, points.clone()),
         ("x > 0 on [batch, 256] (a bool output)", lambda f: f, lambda x: x > 0, hidden),
     ]
     print(f"batch {args.batch}, {args.threads} thread(s), torch {torch.__version__}\n")

@@ -117,3 +117,31 @@ def test_r1_from_the_d_steps_own_pass_equals_a_separate_pass():
     torch.testing.assert_close(shared, separate)
     for a, b in zip(grads_shared, grads_separate, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("penalty", ["r1", "gp"])
+def test_penalties_through_in_place_activations_equal_out_of_place_ones(penalty):
+    """D's LeakyReLUs work in place (MLP and DCGAN); a penalty's double backward through them gives the
+    same parameter gradients as through out-of-place ones."""
+    from gankit.networks.mlp import Discriminator as MLPDiscriminator
+
+    torch.manual_seed(0)
+    real, fake = torch.randn(16, 2), torch.randn(16, 2)
+    in_place = MLPDiscriminator(dim=2, width=32, depth=3)
+    assert [m.inplace for m in in_place.modules() if isinstance(m, nn.LeakyReLU)] == [True] * 3
+    out_of_place = MLPDiscriminator(dim=2, width=32, depth=3)
+    out_of_place.load_state_dict(in_place.state_dict())
+    for module in out_of_place.modules():
+        if isinstance(module, nn.LeakyReLU):
+            module.inplace = False
+    grads = []
+    for d in (in_place, out_of_place):
+        if penalty == "r1":
+            value = r1_penalty(d, real)
+        else:
+            value = gradient_penalty(d, real, fake, generator=torch.Generator().manual_seed(1))
+        weights = [p for name, p in d.named_parameters() if name.endswith("weight")]  # biases: no input gradient
+        grads.append(torch.autograd.grad(value, weights))
+    for a, b in zip(*grads, strict=True):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -59,7 +59,9 @@ class Discriminator(nn.Module):
     ):
         super().__init__()
         self.dim, self.pack, self.num_classes = dim, check_pack(pack), num_classes
-        self.net = mlp([dim * self.pack + (num_classes or 0), *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2))
+        # in place: its backward then reads the output, which the next layer keeps anyway, where a
+        # compiled out-of-place LeakyReLU stores an `x > 0` mask (a bool write, slow on CPU: bench/compile_parts.py)
+        self.net = mlp([dim * self.pack + (num_classes or 0), *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2, True))
         if spectral_norm:
             apply_spectral_norm(self)
 
