@@ -6,13 +6,16 @@ hidden layers of 200 units.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from gankit.networks.common import apply_spectral_norm, check_labels, check_pack, one_hot
 
 
-def mlp(sizes: list[int], batch_norm: bool, activation: type[nn.Module]) -> nn.Sequential:
+def mlp(sizes: list[int], batch_norm: bool, activation: Callable[[], nn.Module]) -> nn.Sequential:
     """Linear layers between consecutive `sizes`, each hidden one followed by [BN and] the activation."""
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
@@ -61,7 +64,8 @@ class Discriminator(nn.Module):
         self.dim, self.pack, self.num_classes = dim, check_pack(pack), num_classes
         # in place: its backward then reads the output, which the next layer keeps anyway, where a
         # compiled out-of-place LeakyReLU stores an `x > 0` mask (a bool write, slow on CPU: bench/compile_parts.py)
-        self.net = mlp([dim * self.pack + (num_classes or 0), *[width] * depth, 1], False, lambda: nn.LeakyReLU(0.2, True))
+        activation = partial(nn.LeakyReLU, 0.2, inplace=True)
+        self.net = mlp([dim * self.pack + (num_classes or 0), *[width] * depth, 1], False, activation)
         if spectral_norm:
             apply_spectral_norm(self)
 
