@@ -87,19 +87,24 @@ def test_resume_at_an_epoch_boundary_is_the_same_run(image_run):
     _assert_same_run(_final(straight), _final(resumed))
 
 
-def test_preempted_mid_epoch_and_resumed_with_auto_is_the_same_run(image_run, monkeypatch, caplog):
+@pytest.mark.parametrize(
+    ("batch", "global_step"),
+    [(7, 10), (6, 9)],  # 7: mid-epoch 2, between the D steps of a cycle; 6: epoch 1's last batch
+    ids=["mid_epoch", "last_batch_of_an_epoch"],
+)
+def test_preempted_mid_epoch_and_resumed_with_auto_is_the_same_run(image_run, monkeypatch, caplog, batch, global_step):
     straight = image_run("trainer.max_epochs=2")
     train(straight)
     stopped = image_run("trainer.max_epochs=2", "ckpt_path=auto")
     run_dir = Path(stopped.paths.output_dir)
     with monkeypatch.context() as patch:
-        _with_callback(patch, SignalAt(batch=7))  # mid-epoch 2, between the D steps of a cycle
+        _with_callback(patch, SignalAt(batch=batch))
         with pytest.raises(SystemExit) as stop:
             train(stopped)
     assert stop.value.code == 128 + signal.SIGTERM
     assert "Resume with: python train.py" in caplog.text and "ckpt_path=auto" in caplog.text
     saved = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert saved["global_step"] == 10  # 7 D steps + 3 G steps: the step the signal arrived in
+    assert saved["global_step"] == global_step  # the D steps + G steps up to the batch the signal arrived in
     train(image_run("trainer.max_epochs=2", "ckpt_path=auto", output_dir=run_dir))  # the same command again
     _assert_same_run(_final(straight), read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
     # the evaluation of the resume step is not repeated (its last step is in the checkpoint)
@@ -305,8 +310,9 @@ def test_eval_resizes_the_runs_own_metrics_with_a_plus_override(cfg_factory, tmp
         ["g_steps=2", "callbacks.model_checkpoint.every_n_g_steps=4"],  # the same, saved at the end of training
         ["g_steps=3"],  # at the epoch's end
         ["g_steps=3", "callbacks.model_checkpoint.every_n_g_steps=4"],
+        ["g_steps=3", "callbacks.model_checkpoint.every_n_g_steps=3"],  # saved in the epoch's last batch
     ],
-    ids=["mid_epoch", "mid_epoch_saved_at_train_end", "epoch_end", "epoch_end_saved_at_train_end"],
+    ids=["mid_epoch", "mid_epoch_saved_at_train_end", "epoch_end", "epoch_end_saved_at_train_end", "last_batch"],
 )
 def test_a_finished_run_extended_with_more_g_steps_is_the_same_run(image_run, first_overrides):
     """A run that ended at its g_steps, started again with a larger g_steps, goes on from its next

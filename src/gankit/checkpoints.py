@@ -8,8 +8,8 @@
 - `read_checkpoint` loads with `weights_only=True` (a shared file cannot run code) and turns a
   truncated, corrupt or foreign file into one message naming it.
 - `resumable_checkpoint` picks the newest loadable checkpoint of a run directory (`ckpt_path=auto`).
-- `keep_epoch_position` makes the last checkpoint of a run that reached its `g_steps` resume where
-  it stopped (mid-epoch or at an epoch's end), as a preempted one does.
+- `keep_epoch_position` makes a checkpoint saved at an epoch's end, or after `g_steps` cut an epoch
+  short, resume where the run stopped, as one saved mid-epoch does.
 """
 
 from __future__ import annotations
@@ -123,35 +123,44 @@ def check_fits(module: torch.nn.Module, checkpoint: dict, path: str | Path) -> N
 
 
 def keep_epoch_position(trainer: L.Trainer, checkpoint: dict) -> None:
-    """Makes a checkpoint saved after the epoch loop returned resume where the run stopped.
+    """Makes a checkpoint resume where the run stopped, wherever in an epoch it was saved.
 
-    A save inside an epoch (periodic, preemption) is Lightning's mid-epoch state, and resumes
-    exactly. The last saves of a run that reached its `g_steps` are taken after the epoch loop
-    returned, when the fit loop has already counted the epoch as processed (and, by the end of
-    training, completed). Resumed from that state (the run extended with a larger g_steps):
-    - if `g_steps` cut the epoch short, Lightning takes it for done: the loader goes on from its
-      saved position, but the samplers get the next epoch's number, so the rest of this epoch and
-      every later one are drawn in another order. The epoch's counts are taken back: the
-      checkpoint reads as a mid-epoch one, as a preempted run's does.
-    - if the epoch ran all its batches, Lightning runs the end of that epoch again (its epoch loop
-      finds its batches done, and the fit loop counts one more epoch), after replaying the loader's
-      saved position (all batches yielded, the iterator not yet exhausted): the next epoch's order
+    A save inside an epoch (periodic, preemption, best) is Lightning's mid-epoch state and resumes
+    exactly, except in two places where Lightning's restart and the loader's saved position disagree:
+    - **After all of an epoch's batches**: in the last batch's end (a save every k generator steps,
+      a preemption) or after the epoch loop returned (the last saves of a run that reached its
+      `g_steps`). Lightning then counts the epoch as done (or, after the epoch loop returned, runs its
+      end again and counts one more), but replays the loader's position (all batches yielded, the
+      iterator not yet exhausted) into the next epoch, which comes out empty: a whole epoch's order
       is skipped. The checkpoint is made to read as one saved before the next epoch's first batch:
-      the epoch counted complete, no batch of the next one counted, no loader position.
+      the epoch counted complete, no batch of the next one counted, no loader position. (The
+      epoch's end hooks, which gankit does not use, then do not run for it on resume, as in
+      Lightning's own handling of a save in an epoch's last batch.)
+    - **After an epoch cut short**: `g_steps` reached mid-epoch ends the epoch loop early, and the
+      fit loop counts the epoch as processed (by the end of training, completed) before the last
+      saves. Resumed from that state (the run extended with a larger g_steps), Lightning takes the
+      epoch for done: the loader goes on from its position, but the samplers get the next epoch's
+      number. The epoch's counts are taken back: the checkpoint reads as a mid-epoch one.
     """
     fit_loop, saved = trainer.fit_loop, checkpoint.get("loops", {}).get("fit_loop")
-    epoch = fit_loop.epoch_progress.current
-    if saved is None or not (epoch.processed == epoch.started and epoch.completed >= epoch.started - 1):
-        return  # saved inside an epoch
+    if saved is None:
+        return
+    epoch, batch = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress.current
+    returned = epoch.processed == epoch.started and epoch.completed >= epoch.started - 1  # the epoch loop returned
+    in_batch_end = epoch.processed == epoch.started - 1 and batch.ready == batch.processed == batch.completed + 1
+    all_batches = fit_loop.epoch_loop._num_ready_batches_reached()
     epochs = (saved["epoch_progress"]["total"], saved["epoch_progress"]["current"])
-    if fit_loop.epoch_loop._num_ready_batches_reached():
+    if all_batches and (returned or in_batch_end):
         for counts in epochs:
             counts["processed"] = counts["completed"] = counts["started"]
         batches = saved["epoch_loop.batch_progress"]
+        batches["total"]["completed"] = batches["total"]["processed"]
         batches["current"] = dict.fromkeys(batches["current"], 0)
         batches["is_last_batch"] = False
+        if in_batch_end:  # Lightning counts the batch for the loggers after its end hooks
+            saved["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
         saved.get("state_dict", {}).pop("combined_loader", None)
-    else:
+    elif returned:
         for counts in epochs:
             counts["processed"] = counts["completed"] = counts["started"] - 1
 

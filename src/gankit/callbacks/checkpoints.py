@@ -30,6 +30,9 @@ class PeriodicCheckpoint(ModelCheckpoint):
             save_last=True,
             every_n_epochs=0 if every_n_g_steps else every_n_epochs,
             save_on_train_epoch_end=True,
+            # one last.ckpt per run directory: a resume (or a preemption's save before this callback's
+            # first) must not leave the newest state in last-v1.ckpt beside a stale last.ckpt
+            enable_version_counter=False,
         )
         self.every_n_g_steps = every_n_g_steps
 
