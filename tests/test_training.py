@@ -388,6 +388,17 @@ def test_adam_is_fused_on_the_cpu_too_unless_the_config_says_otherwise(cfg_facto
         torch.testing.assert_close(value, final[False]["state_dict"][key], rtol=1e-4, atol=1e-5)
 
 
+def test_an_optimizer_config_choosing_foreach_is_not_fused(cfg_factory):
+    """torch refuses fused and foreach together: a config that asks for foreach gets it, unfused."""
+    from gankit.checkpoints import read_checkpoint
+
+    cfg = cfg_factory("g_steps=1", "metrics=none", "+model.d_optimizer.foreach=true")
+    train(cfg)
+    g, d = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")["optimizer_states"]
+    assert (g["param_groups"][0]["fused"], g["param_groups"][0]["foreach"]) == (True, None)
+    assert (d["param_groups"][0]["fused"], d["param_groups"][0]["foreach"]) == (None, True)
+
+
 def test_only_the_stepping_network_takes_gradients_and_a_frozen_parameter_stays_frozen(cfg_factory):
     """Inside the D step only D's parameters require grad, inside the G step only G's; a generator parameter
     frozen before the fit, and a discriminator one frozen during it, are never switched back on."""
