@@ -31,6 +31,20 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class SignalIn(L.Callback):
+    """Sends SIGTERM once, in the given hook: `on_train_start` (the fit starting, before the preemption callback
+    takes the signals over from Lightning) or `on_train_epoch_end` (after every batch hook of the first epoch)."""
+
+    def __init__(self, hook: str) -> None:
+        self.sent = False
+        setattr(self, hook, self._send)
+
+    def _send(self, *args):
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _with_callback(monkeypatch, callback: L.Callback) -> None:
     original_init = L.Trainer.__init__
 
@@ -110,6 +124,32 @@ def test_preempted_mid_epoch_and_resumed_with_auto_is_the_same_run(image_run, mo
     # the evaluation of the resume step is not repeated (its last step is in the checkpoint)
     steps = [int(r["step"]) for r in read_metrics(run_dir) if r.get("val/fid")]
     assert len(steps) == len(set(steps))
+
+
+@pytest.mark.parametrize(("hook", "global_step"), [("on_train_start", 1), ("on_train_epoch_end", 10)])
+def test_a_signal_between_batches_stops_at_the_next_batch_with_a_checkpoint(
+    image_run, monkeypatch, caplog, hook, global_step
+):
+    """Lightning registers its own SIGTERM handler after the callbacks' fit start and, alone, would end the
+    run between batches with exit status 0 and nothing saved at that step: a scheduler would take a
+    preempted job for a finished one. The preemption handler is the only one while training, takes over
+    a signal that came while the fit was starting, and the handlers are put back after the fit."""
+    before = signal.getsignal(signal.SIGTERM)
+    straight = image_run("trainer.max_epochs=2")
+    train(straight)
+    stopped = image_run("trainer.max_epochs=2", "ckpt_path=auto")
+    run_dir = Path(stopped.paths.output_dir)
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalIn(hook))
+        with pytest.raises(SystemExit) as stop:
+            train(stopped)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert "Resume with: python train.py" in caplog.text
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == global_step  # the next batch's
+    assert signal.getsignal(signal.SIGTERM) == before
+    train(image_run("trainer.max_epochs=2", "ckpt_path=auto", output_dir=run_dir))
+    _assert_same_run(_final(straight), read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_sigterm_through_the_command_line_exits_non_zero_with_a_checkpoint(tmp_path):

@@ -9,8 +9,10 @@ USR1 / USR2 (the time-limit warning; submitit asks for USR2) also requeue the jo
 (`scontrol requeue`), after the checkpoint is written. A second
 signal of the same kind while the step finishes takes the default action (stops at once).
 
-Lightning's own SIGTERM handling (a flag, then `SIGTERMException` at the batch end) exits with
-status 0 and saves nothing at that step; this callback's handlers replace it for the run.
+Lightning's own SIGTERM handling (a flag, then `SIGTERMException` between batches) exits with
+status 0 and saves nothing at that step; this callback's handlers replace it while training (from
+`on_train_start`: Lightning registers its handler after `on_fit_start`), and take over a SIGTERM
+that arrived while the fit was starting.
 """
 
 from __future__ import annotations
@@ -60,10 +62,16 @@ class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = None
-        for signum in self.signals:  # after Lightning's own (registered in fit before this hook): ours win
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning's own handler, registered after on_fit_start: it would set a flag on which Lightning
+        # ends the run between batches (status 0, nothing saved). Ours alone while training; Lightning's
+        # teardown puts back every handler it found before the fit, on success and on error.
+        for signum in self.signals:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
-
+        if trainer.received_sigterm and self.received is None:  # a SIGTERM while the fit was starting
+            self._handle(signal.SIGTERM, None)
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         received = self.received is not None
         if trainer.world_size > 1:  # every rank stops at the same step, or none does
