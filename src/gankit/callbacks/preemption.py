@@ -72,6 +72,7 @@ class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other
             signal.signal(signum, self._handle)
         if trainer.received_sigterm and self.received is None:  # a SIGTERM while the fit was starting
             self._handle(signal.SIGTERM, None)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         received = self.received is not None
         if trainer.world_size > 1:  # every rank stops at the same step, or none does
