@@ -142,9 +142,9 @@ def keep_epoch_position(trainer: L.Trainer, checkpoint: dict) -> None:
       epoch for done: the loader goes on from its position, but the samplers get the next epoch's
       number. The epoch's counts are taken back: the checkpoint reads as a mid-epoch one.
     """
-    fit_loop, saved = trainer.fit_loop, checkpoint.get("loops", {}).get("fit_loop")
-    if saved is None:
-        return
+    fit_loop, saved = trainer.fit_loop, checkpoint.get("loops", {}).get("fit_loop", {})
+    if not {"epoch_progress", "epoch_loop.batch_progress", "epoch_loop.state_dict"} <= saved.keys():
+        return  # not the loop state this was written for
     epoch, batch = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress.current
     returned = epoch.processed == epoch.started and epoch.completed >= epoch.started - 1  # the epoch loop returned
     in_batch_end = epoch.processed == epoch.started - 1 and batch.ready == batch.processed == batch.completed + 1
