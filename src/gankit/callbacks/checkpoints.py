@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,9 +32,6 @@ class PeriodicCheckpoint(ModelCheckpoint):
             save_last=True,
             every_n_epochs=0 if every_n_g_steps else every_n_epochs,
             save_on_train_epoch_end=True,
-            # one last.ckpt per run directory: a resume (or a preemption's save before this callback's
-            # first) must not leave the newest state in last-v1.ckpt beside a stale last.ckpt
-            enable_version_counter=False,
         )
         self.every_n_g_steps = every_n_g_steps
 
@@ -40,6 +39,15 @@ class PeriodicCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         if self.every_n_g_steps:  # Lightning counts both optimizers' steps: n_critic D steps + 1 G step a cycle
             self._every_n_train_steps = self.every_n_g_steps * (pl_module.n_critic + 1)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # Resumed from this directory's last.ckpt, written by the preemption before this callback's first
+        # save: it is this run's own, updated in place (Lightning would write last-v1.ckpt beside it and
+        # leave the stale one as last.ckpt). Another run's files keep their version suffix.
+        last = Path(self.dirpath or "") / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        if not self.last_model_path and trainer.ckpt_path and Path(trainer.ckpt_path).resolve() == last.resolve():
+            self.last_model_path = str(last)
 
     def _monitor_candidates(self, trainer: L.Trainer) -> dict:
         candidates = super()._monitor_candidates(trainer)
