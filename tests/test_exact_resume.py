@@ -152,6 +152,21 @@ def test_a_signal_between_batches_stops_at_the_next_batch_with_a_checkpoint(
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_a_preempted_fresh_run_in_a_used_directory_leaves_the_other_runs_last_checkpoint(image_run, monkeypatch):
+    """A run started afresh (no ckpt_path) in another run's directory keeps its checkpoints apart, as Lightning
+    versions them (last-v1.ckpt), also when it is preempted before its first periodic save."""
+    first = image_run("trainer.max_epochs=1")
+    train(first)
+    run_dir = Path(first.paths.output_dir)
+    old = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    with monkeypatch.context() as patch:
+        _with_callback(patch, SignalAt(batch=3))
+        with pytest.raises(SystemExit):
+            train(image_run("trainer.max_epochs=2", output_dir=run_dir))
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == old
+    assert read_checkpoint(run_dir / "checkpoints" / "last-v1.ckpt")["global_step"] == 4  # 3 D steps, 1 G step
+
+
 def test_sigterm_through_the_command_line_exits_non_zero_with_a_checkpoint(tmp_path):
     run, err = tmp_path / "run", tmp_path / "stderr.txt"
     with open(err, "w") as stderr_file:

@@ -2,7 +2,8 @@
 
 A scheduler (SLURM, Kubernetes, a laptop's Ctrl-C) asks a job to stop with a signal. The signal only
 sets a flag; at the end of the current batch every rank agrees (a decision reduced across ranks),
-the run saves `checkpoints/last.ckpt` at that step (written atomically) and stops with `Preempted`,
+the run saves `checkpoints/last.ckpt` at that step (written atomically; through the periodic checkpoint,
+so a fresh run in another run's folder writes its own `last-v1.ckpt`) and stops with `Preempted`,
 which `train()` turns into one line naming the checkpoint and the command that resumes, and exit
 status 128 + the signal's number (so a scheduler does not read the job as finished). Under SLURM,
 USR1 / USR2 (the time-limit warning; submitit asks for USR2) also requeue the job
@@ -24,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 log = logging.getLogger(__name__)
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
@@ -70,8 +71,12 @@ class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other
         for signum in self.signals:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
-        if trainer.received_sigterm and self.received is None:  # a SIGTERM while the fit was starting
-            self._handle(signal.SIGTERM, None)
+        if trainer.received_sigterm:  # a SIGTERM while the fit was starting: ours to handle, at the batch end
+            if self.received is None:
+                self._handle(signal.SIGTERM, None)
+            connector = getattr(trainer, "_signal_connector", None)
+            if connector is not None:  # else Lightning (under DDP, at each batch start) would stop with status 0
+                connector.received_sigterm = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         received = self.received is not None
@@ -80,11 +85,24 @@ class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other
         if not received:
             return
         signum = self.received or signal.SIGTERM
-        trainer.save_checkpoint(self.path)
+        path = self._save(trainer)
         job = slurm_job_id()
         if self.requeue and job and signal.Signals(signum).name in REQUEUE_SIGNALS and trainer.is_global_zero:
             requeue_slurm_job(job)
-        raise Preempted(signum, self.path, pl_module.g_steps)
+        raise Preempted(signum, path, pl_module.g_steps)
+
+    def _save(self, trainer: L.Trainer) -> Path:
+        """This step's checkpoint, as the run's last one. Where the periodic checkpoint keeps a last one in the
+        same folder, through it: the file it updates is this run's (after a fresh start in a used folder,
+        `last-v1.ckpt`: the other run's `last.ckpt` is not written over), and it knows the file on resume."""
+        periodic = trainer.checkpoint_callback
+        beside = isinstance(periodic, ModelCheckpoint) and Path(periodic.dirpath or "") == self.path.parent
+        if beside and periodic.save_last:
+            if periodic._last_global_step_saved != trainer.global_step or not periodic.last_model_path:
+                periodic._save_last_checkpoint(trainer, periodic._monitor_candidates(trainer))
+            return Path(periodic.last_model_path)
+        trainer.save_checkpoint(self.path)
+        return self.path
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for signum, handler in self._previous.items():
