@@ -1,20 +1,24 @@
 # `make train` and `make test` install the virtual environment first when it is missing.
+# The environment is requirements.lock, every package pinned with its hashes; `make lock` regenerates it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
-.PHONY: install train test test-all lint format clean
+.PHONY: install lock train test test-all lint format clean
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
-	# hydra-optuna-sweeper 1.3.0 (the newest) declares optuna<3, whose SQLite storage fails with
-	# SQLAlchemy 2; it runs with optuna 4-5 (pyproject), so it is installed without its pins
-	$(PY) -m pip install --quiet --no-deps "hydra-optuna-sweeper==1.3.0"
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+lock:                 ## requirements.lock from pyproject.toml; ARGS=--upgrade: the newest releases its ranges allow
+	test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install --quiet uv; }
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --group sweeper --group tools \
+		--universal --generate-hashes --custom-compile-command "make lock" --quiet -o $(LOCK) $(ARGS)
 
 train: install        ## the default job; extra Hydra arguments: make train ARGS="model.loss=hinge"
 	$(PY) train.py $(ARGS)

@@ -173,10 +173,11 @@ def test_other_loggers(cfg_factory, logger):
 def test_work_only_logging_needs_is_done_on_logging_steps(cfg_factory, monkeypatch):
     """Gradient norms, D's AUC and the logged scalars on every log_every_n_steps-th batch only: 6 batches, every 3rd."""
     import gankit.module
+    import gankit.module_base
 
     calls, aucs = [], []
-    original, original_auc = gankit.module.get_total_norm, gankit.module.pairwise_auc
-    monkeypatch.setattr(gankit.module, "get_total_norm", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original, original_auc = gankit.module_base.get_total_norm, gankit.module.pairwise_auc
+    monkeypatch.setattr(gankit.module_base, "get_total_norm", lambda *a, **k: calls.append(1) or original(*a, **k))
     monkeypatch.setattr(gankit.module, "pairwise_auc", lambda *a: aucs.append(1) or original_auc(*a))
     cfg = cfg_factory("g_steps=6", "trainer.log_every_n_steps=3", "metrics=none")
     train(cfg)
@@ -276,7 +277,7 @@ def test_r1_is_applied_every_k_d_steps_until_the_given_generator_step(cfg_factor
 def test_nvml_check_is_dropped_only_where_it_cannot_change_the_answer(monkeypatch):
     """Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 costs a failed dlopen per Adam step where NVML is missing;
     gankit drops it there, and only there, and CUDA availability reads the same with and without it."""
-    from gankit.module import skip_failing_nvml_check
+    from gankit.lightning_compat import skip_failing_nvml_check
 
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     with_check = torch.cuda.is_available()

@@ -24,6 +24,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from gankit import lightning_compat as compat
+
 log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("state_dict", "global_step", "loops")
 
@@ -142,13 +144,13 @@ def keep_epoch_position(trainer: L.Trainer, checkpoint: dict) -> None:
       epoch for done: the loader goes on from its position, but the samplers get the next epoch's
       number. The epoch's counts are taken back: the checkpoint reads as a mid-epoch one.
     """
-    fit_loop, saved = trainer.fit_loop, checkpoint.get("loops", {}).get("fit_loop", {})
-    if not {"epoch_progress", "epoch_loop.batch_progress", "epoch_loop.state_dict"} <= saved.keys():
+    saved, fit_loop = compat.saved_loop_state(checkpoint), trainer.fit_loop
+    if saved is None:
         return  # not the loop state this was written for
     epoch, batch = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress.current
     returned = epoch.processed == epoch.started and epoch.completed >= epoch.started - 1  # the epoch loop returned
     in_batch_end = epoch.processed == epoch.started - 1 and batch.ready == batch.processed == batch.completed + 1
-    all_batches = fit_loop.epoch_loop._num_ready_batches_reached()
+    all_batches = compat.all_batches_ready(trainer)
     epochs = (saved["epoch_progress"]["total"], saved["epoch_progress"]["current"])
     if all_batches and (returned or in_batch_end):
         for counts in epochs:
@@ -158,7 +160,7 @@ def keep_epoch_position(trainer: L.Trainer, checkpoint: dict) -> None:
         batches["current"] = dict.fromkeys(batches["current"], 0)
         batches["is_last_batch"] = False
         if in_batch_end:  # Lightning counts the batch for the loggers after its end hooks
-            saved["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
+            compat.count_logger_batch(saved)
         saved.get("state_dict", {}).pop("combined_loader", None)
     elif returned:
         for counts in epochs:

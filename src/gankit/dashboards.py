@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gankit.callbacks.evaluation import LOWER_IS_BETTER, val_keys
+from gankit.metric_keys import LOWER_IS_BETTER, val_keys
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TRAINING_HEALTH = {

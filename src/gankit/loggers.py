@@ -3,7 +3,6 @@ metrics out for GANs (quality against generator steps, best and last values in t
 
 from __future__ import annotations
 
-import csv
 import logging
 import netrc
 import os
@@ -12,6 +11,9 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from gankit import lightning_compat as compat
+from gankit.metric_keys import EVALUATIONS_TABLE, LOWER_IS_BETTER, PICTURE_KEYS, VAL_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -55,30 +57,13 @@ def wandb_logger(mode: str = "auto", init_timeout: float = 30.0, **kwargs) -> Wa
     return logger
 
 
-class _KeepingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv when a run starts in its folder (a resume with
-    ckpt_path=auto does); this one keeps its rows and appends after them, so a run's history survives resumes."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-                self.metrics_keys = next(csv.reader(handle), [])  # the header: new keys rewrite it, rows kept
-
-
 class GANCSVLogger(CSVLogger):
     """CSVLogger whose metrics.csv survives a resume into the same run directory (conf/logger/csv.yaml)."""
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _KeepingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
-# x axes: generator updates, and thousands of real images seen by D (comparable across batch sizes)
-STEP_METRICS = ("g_step", "kimg")
+        return compat.csv_writer(self, compat.KeepingCSVWriter)
 
 
 def metric_layout() -> dict[str, dict]:
@@ -88,8 +73,6 @@ def metric_layout() -> dict[str, dict]:
     and G updates together); each `val/` metric's summary keeps its best (min or max by direction)
     and its last value. `train/*` stays on Lightning's `trainer/global_step`.
     """
-    from gankit.callbacks.evaluation import LOWER_IS_BETTER, PICTURE_KEYS, VAL_KEYS
-
     layout: dict[str, dict] = {"g_step": {"summary": "max"}, "kimg": {"step_metric": "g_step", "summary": "max"}}
     for key in sorted({f"val/{k}" for keys in VAL_KEYS.values() for k in keys}):
         best = "min" if key in LOWER_IS_BETTER else "max"
@@ -100,17 +83,13 @@ def metric_layout() -> dict[str, dict]:
     return layout
 
 
-EVALUATIONS_TABLE = "val/evaluations"
-
-
 class GANWandbLogger(WandbLogger):
     """Lightning's WandbLogger with gankit's metric layout declared when the run starts (rank 0)."""
 
     @property
     @rank_zero_experiment
     def experiment(self):
-        fresh = self._experiment is None
-        run = WandbLogger.experiment.fget.__wrapped__(self)  # Lightning's, undecorated: we are on rank 0 here
+        run, fresh = compat.wandb_run(self)  # Lightning's, undecorated: we are on rank 0 here
         if fresh and getattr(run, "define_metric", None) is not None:
             for name, options in metric_layout().items():
                 run.define_metric(name, **options)

@@ -20,7 +20,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from gankit.callbacks.evaluation import LOWER_IS_BETTER
+from gankit.metric_keys import LOWER_IS_BETTER
 from gankit.runs import Job, find_jobs, optuna_study
 
 _CSS = """

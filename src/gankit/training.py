@@ -23,9 +23,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gankit.callbacks.evaluation import LOWER_IS_BETTER, Evaluation
+from gankit.callbacks.evaluation import Evaluation
 from gankit.callbacks.preemption import Preempted
 from gankit.checkpoints import RunConfig, check_fits, read_checkpoint, resumable_checkpoint
+from gankit.metric_keys import LOWER_IS_BETTER
 from gankit.ranks import adopt_launcher_ranks, log_files_per_rank, per_rank, relaunch_job_only
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+
+from gankit.lightning_compat import CheckpointCompat
 
 
-class PeriodicCheckpoint(ModelCheckpoint):
+class PeriodicCheckpoint(CheckpointCompat):
     """Lightning's ModelCheckpoint, named and counted in generator steps.
 
     Saves `g_step_<n>.ckpt` every `every_n_epochs` epochs, or every `every_n_g_steps` generator
@@ -38,7 +39,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if self.every_n_g_steps:  # Lightning counts both optimizers' steps: n_critic D steps + 1 G step a cycle
-            self._every_n_train_steps = self.every_n_g_steps * (pl_module.n_critic + 1)
+            self.set_every_n_train_steps(self.every_n_g_steps * (pl_module.n_critic + 1))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -49,12 +50,12 @@ class PeriodicCheckpoint(ModelCheckpoint):
         if not self.last_model_path and trainer.ckpt_path and Path(trainer.ckpt_path).resolve() == last.resolve():
             self.last_model_path = str(last)
 
-    def _monitor_candidates(self, trainer: L.Trainer) -> dict:
-        candidates = super()._monitor_candidates(trainer)
+    def monitor_values(self, trainer: L.Trainer) -> dict:
+        candidates = super().monitor_values(trainer)
         candidates["g_step"] = torch.tensor(trainer.lightning_module.g_steps)
         return candidates
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._last_global_step_saved != trainer.global_step and trainer.global_step > 0:
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.last_saved_global_step != trainer.global_step and trainer.global_step > 0:
+            self.save_top_k_now(trainer)
+            self.save_last_now(trainer)

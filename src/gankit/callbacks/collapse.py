@@ -28,7 +28,7 @@ import sys
 import lightning as L
 
 from gankit.callbacks.evaluation import Evaluation
-from gankit.callbacks.samples import logger_step
+from gankit.lightning_compat import logger_step
 from gankit.module import pairwise_auc
 
 log = logging.getLogger(__name__)

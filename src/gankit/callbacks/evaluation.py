@@ -31,8 +31,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from gankit.callbacks.samples import image_grid, log_image, logger_step
+from gankit.callbacks.samples import image_grid, log_image
+from gankit.lightning_compat import logger_step
 from gankit.loggers import WandbLogger, log_evaluation_row
+from gankit.metric_keys import METRICS, val_keys
 from gankit.metrics.features import FeatureSpace
 from gankit.metrics.manifold import DensityCoverage, PrecisionRecall
 from gankit.metrics.modes import ClassModes
@@ -40,25 +42,6 @@ from gankit.metrics.sampled import OrderFreeIS, OrderFreeKID
 from gankit.randomness import labels_in_proportion, reference_indices
 
 log = logging.getLogger(__name__)
-METRICS = ("fid", "kid", "is", "precision_recall", "density_coverage", "modes")
-# the `val/` keys each metric logs (modes: high_quality too for 2D points)
-VAL_KEYS = {
-    "fid": ("fid",),
-    "kid": ("kid",),
-    "is": ("is",),
-    "precision_recall": ("precision", "recall"),
-    "density_coverage": ("density", "coverage"),
-    "modes": ("modes", "mode_kl", "high_quality"),
-}
-LOWER_IS_BETTER = {"val/fid", "val/kid", "val/mode_kl"}  # the others: higher is better
-
-
-def val_keys(metrics, points: bool) -> list[str]:
-    """The `val/` keys these metrics log; `high_quality` only for 2D points (the mixture features)."""
-    return [f"val/{key}" for name in metrics for key in VAL_KEYS[name] if key != "high_quality" or points]
-
-
-PICTURE_KEYS = ("val/samples", "val/mode_histogram", "val/scatter")  # what an evaluation draws (plots())
 _REAL = ("fid", "kid", "precision_recall", "density_coverage")  # the metrics compared against real features
 
 

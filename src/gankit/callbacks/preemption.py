@@ -25,7 +25,9 @@ import subprocess
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
+
+from gankit import lightning_compat as compat
 
 log = logging.getLogger(__name__)
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
@@ -74,9 +76,7 @@ class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other
         if trainer.received_sigterm:  # a SIGTERM while the fit was starting: ours to handle, at the batch end
             if self.received is None:
                 self._handle(signal.SIGTERM, None)
-            connector = getattr(trainer, "_signal_connector", None)
-            if connector is not None:  # else Lightning (under DDP, at each batch start) would stop with status 0
-                connector.received_sigterm = False
+            compat.clear_received_sigterm(trainer)  # else Lightning (DDP) would stop at a batch start, status 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         received = self.received is not None
@@ -96,10 +96,10 @@ class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other
         same folder, through it: the file it updates is this run's (after a fresh start in a used folder,
         `last-v1.ckpt`: the other run's `last.ckpt` is not written over), and it knows the file on resume."""
         periodic = trainer.checkpoint_callback
-        beside = isinstance(periodic, ModelCheckpoint) and Path(periodic.dirpath or "") == self.path.parent
+        beside = isinstance(periodic, compat.CheckpointCompat) and Path(periodic.dirpath or "") == self.path.parent
         if beside and periodic.save_last:
-            if periodic._last_global_step_saved != trainer.global_step or not periodic.last_model_path:
-                periodic._save_last_checkpoint(trainer, periodic._monitor_candidates(trainer))
+            if periodic.last_saved_global_step != trainer.global_step or not periodic.last_model_path:
+                periodic.save_last_now(trainer)
             return Path(periodic.last_model_path)
         trainer.save_checkpoint(self.path)
         return self.path

@@ -10,10 +10,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-
-def logger_step(trainer: L.Trainer) -> int:
-    """The step Lightning gives the loggers for the current batch: training batches done before it."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
+from gankit.lightning_compat import logger_step
 
 
 def image_grid(samples: Tensor, nrow: int = 8) -> Tensor:
