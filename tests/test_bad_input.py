@@ -88,10 +88,10 @@ def test_help_lists_the_config_groups():
     result = run_cli("--help")
     assert result.returncode == 0
     for group in (
-        "model: cgan, cgan_dcgan, cgan_mlp, dcgan, dcgan_ema, dcgan_minimax, dcgan_r1, gan_mlp, gan_mlp_grid,"
-        " gan_mlp_r1, infogan, lsgan, sngan, wgan_gp",
+        "model: cgan, cgan_dcgan, cgan_mlp, dcgan, dcgan_ada, dcgan_ada_lecam, dcgan_ema, dcgan_minimax, dcgan_r1,"
+        " gan_mlp, gan_mlp_grid, gan_mlp_r1, infogan, lsgan, sngan, wgan_gp",
         "data: celeba, cifar10, grid, image_folder, mnist, mnist_full, ring, stacked_mnist",
-        "metrics: base, digits, inception, mixture, none, stacked_mnist",
+        "metrics: base, digits, digits_heldout, inception, mixture, none, stacked_mnist",
         "logger: csv, none, tensorboard, wandb",
         "trainer: cpu, ddp, default, gpu",
     ):

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gankit.callbacks.evaluation import Evaluation
 from gankit.checkpoints import load_module, pick_device
+from gankit.critic import judge_generator
 from gankit.training import _report_user_errors, check_data_kind, check_types
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
 
     evaluation.prepare(datamodule, device)
     results = {k: v.item() for k, v in evaluation.evaluate(module).items()}
+    if cfg.get("critic"):
+        critic = judge(module, datamodule, train_cfg, cfg.get("critic_steps"))
+        results.update({f"val/{k}": v for k, v in critic.items()})
     evaluation.plots(g_step)
     report = {
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
@@ -61,6 +65,17 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     print(format_table(report))
     log.info("Wrote %s", out)
     return results
+
+
+def judge(module, datamodule, train_cfg: DictConfig, steps: int | None) -> dict[str, float]:
+    """eval.py critic=true: the critic of metrics.critic (the run's settings, else the defaults) on this checkpoint."""
+    settings = dict(OmegaConf.to_container(train_cfg.get("metrics", {}).get("critic") or {}, resolve=True))
+    settings.pop("_target_", None)
+    settings.pop("enabled", None)
+    if steps is not None:
+        settings["steps"] = steps
+    seed, max_samples = settings.pop("seed", 0), settings.pop("max_samples", 10000)
+    return judge_generator(module, datamodule, max_samples, seed, **settings)
 
 
 def format_table(report: dict) -> str:

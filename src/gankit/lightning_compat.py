@@ -42,8 +42,8 @@ def is_logging_batch(trainer: L.Trainer) -> bool:
 
 
 def log_training_scalars(trainer: L.Trainer, metrics: dict[str, float], prog_bar=()) -> None:
-    """Training scalars to every logger at Lightning's step, with its `epoch` key, kept in
-    `trainer.logged_metrics` and `trainer.callback_metrics` as `self.log` keeps them (CPU tensors), and
+    """Training scalars to every logger at Lightning's step, with its `epoch` key, kept in the trainer's
+    `logged_metrics` and `callback_metrics` as `self.log` keeps them (CPU tensors), and
     those named in `prog_bar` in the progress bar.
 
     Public API only (the loggers' `log_metrics`, the trainer's metric dicts); it replaces
@@ -134,7 +134,7 @@ def clear_received_sigterm(trainer: L.Trainer) -> None:
     """Forget a SIGTERM that Lightning's handler noted while the fit was starting (gankit's own handler
     takes it over and stops at the batch's end with a checkpoint and status 143).
 
-    Private: `trainer._signal_connector.received_sigterm` (the public `trainer.received_sigterm` is
+    Private: the trainer's `_signal_connector.received_sigterm` (the public `received_sigterm` is
     read-only). Public API: none. Buys: under DDP Lightning would otherwise end the run at the next
     batch's start with status 0 and no checkpoint of the current step.
     """

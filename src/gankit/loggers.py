@@ -13,7 +13,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from gankit import lightning_compat as compat
-from gankit.metric_keys import EVALUATIONS_TABLE, LOWER_IS_BETTER, PICTURE_KEYS, VAL_KEYS
+from gankit.metric_keys import CRITIC_KEYS, EVALUATIONS_TABLE, LOWER_IS_BETTER, PICTURE_KEYS, VAL_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def metric_layout() -> dict[str, dict]:
     and its last value. `train/*` stays on Lightning's `trainer/global_step`.
     """
     layout: dict[str, dict] = {"g_step": {"summary": "max"}, "kimg": {"step_metric": "g_step", "summary": "max"}}
-    for key in sorted({f"val/{k}" for keys in VAL_KEYS.values() for k in keys}):
+    for key in sorted({f"val/{k}" for keys in VAL_KEYS.values() for k in keys} | set(CRITIC_KEYS)):
         best = "min" if key in LOWER_IS_BETTER else "max"
         layout[key] = {"step_metric": "g_step", "summary": f"{best},last"}
     for key in (*PICTURE_KEYS, EVALUATIONS_TABLE, "samples/grid"):

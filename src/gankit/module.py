@@ -7,9 +7,10 @@ steps; the properties `d_steps` and `g_steps` say what happened in user terms, a
 from it (so they survive a restart with the checkpoint, and need no state of their own).
 
 Building blocks any recipe switches on by config: PacGAN packing (`pack`), DiffAugment
-(`augment`), the WGAN-GP gradient penalty (`gp_weight`), R1 (`r1_gamma`, lazily every `r1_every`
-D steps, until generator step `r1_until`), gradient-norm clipping, a generator EMA, separate G / D
-optimizers (TTUR) and top-k training (`top_k`: G learns from the fakes D rates best). Spectral
+(`augment`), adaptive augmentation (`ada`, gankit.ada), the WGAN-GP gradient penalty (`gp_weight`),
+R1 (`r1_gamma`, lazily every `r1_every` D steps, until generator step `r1_until`), LeCam (`lecam`,
+gankit.lecam), gradient-norm clipping, a generator EMA, separate G / D optimizers (TTUR) and top-k
+training (`top_k`: G learns from the fakes D rates best). Spectral
 norm lives in the networks (`discriminator.spectral_norm`). How the steps run under Lightning
 (frozen networks, fast optimizer steps, logging, resume) is `AlternatingSteps`' business.
 """
@@ -19,9 +20,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gankit.ada import AdaptiveAugment
 from gankit.augment import DiffAugment
 from gankit.ema import GeneratorEMA
 from gankit.infogan import InfoCodes
+from gankit.lecam import LeCam
 from gankit.losses import get_loss, top_k
 from gankit.module_base import AlternatingSteps, OptimizerFactory, SchedulerFactory
 from gankit.randomness import labels_in_proportion
@@ -55,6 +58,8 @@ class GANModule(AlternatingSteps):
         conditional: bool = False,
         info: dict | None = None,
         top_k: dict | None = None,
+        ada: dict | None = None,
+        lecam: dict | None = None,
         compile: bool | dict | None = None,
         channels_last: bool = False,
     ) -> None:
@@ -78,6 +83,8 @@ class GANModule(AlternatingSteps):
         self.gp_weight, self.r1_gamma, self.r1_every = gp_weight, r1_gamma, int(r1_every)
         self.r1_until = None if r1_until is None else int(r1_until)
         self.augment = DiffAugment(augment) if augment else None
+        self.augment_pipe = AdaptiveAugment(**ada) if ada is not None else None  # ADA: p and r_t in the checkpoint
+        self.lecam = LeCam(**lecam) if lecam is not None else None  # its two averages in the checkpoint
         self.info = InfoCodes(self.latent_dim, discriminator.feature_dim, **info) if info else None
         self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay is not None else None
         if self.num_classes is not None:  # the training labels' class shares (set at fit start; saved)
@@ -148,8 +155,16 @@ class GANModule(AlternatingSteps):
             d_real = self._d(real_in, y_real)  # logits [N / pack]
             d_fake, info_loss = self._d_fake(fake_in, y_fake, codes)
             penalties = self.d_penalties(real_in, fake_in, y_real, d_real if r1_due else None)
+            if self.lecam is not None and (lecam := self.lecam(d_real, d_fake, self.g_steps)) is not None:
+                self.log_scalar("train/lecam", lecam.detach())  # weight * R (gankit.lecam)
+                penalties = _plus(lecam, penalties)
             d_loss = _plus(self.loss.d(d_real, d_fake), penalties, info_loss)
             self.update(opt_d, d_loss)
+        if self.augment_pipe is not None:  # ADA: r_t from D's logits on augmented reals, p every `interval` D steps
+            self.augment_pipe.accumulate(d_real)
+            self.augment_pipe.adjust(self.d_steps, batch=len(real) * self.trainer.world_size)
+            self.log_scalar("train/ada_p", self.augment_pipe.p)
+            self.log_scalar("train/ada_rt", self.augment_pipe.rt)
         # D's logits ride along for callbacks that need them every step (the collapse monitor's AUC)
         out = {"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
         if self._logging:
@@ -220,10 +235,22 @@ class GANModule(AlternatingSteps):
         return self._g(z, y), y, codes
 
     def d_input(self, x: Tensor) -> Tensor:
-        """What D sees of a batch: DiffAugment (same policy for real and fake), then PacGAN packing."""
+        """What D sees of a batch: ADA, DiffAugment (same policy for real and fake), then PacGAN packing."""
+        if self.augment_pipe is not None:
+            x = self.augment_pipe(x)
         if self.augment is not None:
             x = self.augment(x)
         return pack(x, self.pack)
+
+    @torch.no_grad()
+    def d_scores(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """D's logits on images as they are (no augmentation; packed), in eval mode: for the metrics."""
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        try:
+            return self._d(pack(x.to(self.device), self.pack), None if y is None else y.to(self.device))
+        finally:
+            self.discriminator.train(was_training)
 
     def _g(self, z: Tensor, y: Tensor | None) -> Tensor:
         return self.generator(z) if y is None else self.generator(z, y)

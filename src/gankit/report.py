@@ -79,6 +79,7 @@ def write_report(root: Path, out: Path | None = None, static: bool = False) -> P
         _job_table(jobs, metrics),
         "<h2>Curves</h2>",
         _curves(jobs, metrics, plotly),
+        *_augmentation(jobs, plotly),
         "<h2>Samples</h2>",
         _pictures(jobs, best_metric, best_mode),
         _optuna(root, plotly),
@@ -255,6 +256,18 @@ def _curves(jobs: list[Job], metrics: list[str], plotly) -> str:
             body = f"<img alt='{html.escape(m)}' src='{_line_png(m, series, _label)}'>"
         charts.append(f"<div class=chart data-metric='{html.escape(m)}'>{body}</div>")
     return f"<div class=charts>{''.join(charts)}</div>"
+
+
+AUGMENTATION_KEYS = ("train/ada_p", "train/ada_rt")  # ADA's probability and its overfitting heuristic
+
+
+def _augmentation(jobs: list[Job], plotly) -> list[str]:
+    """ADA's p and r_t against generator steps, for the runs that use it."""
+    keys = [k for k in AUGMENTATION_KEYS if any(job.series(k)[0] for job in jobs)]
+    if not keys:
+        return []
+    note = "<p class=meta>Adaptive augmentation (model.ada): p rises while r_t is above its target.</p>"
+    return ["<h2>Augmentation (ADA)</h2>", note, _curves(jobs, keys, plotly)]
 
 
 def _line_png(metric: str, series, _label) -> str:

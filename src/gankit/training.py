@@ -246,6 +246,8 @@ def check_compatible(module: L.LightningModule, datamodule: L.LightningDataModul
         )
     if getattr(module, "augment", None) is not None and getattr(datamodule, "points", False):
         raise ValueError("model.augment (DiffAugment) transforms images; 2D point data takes none: model.augment=null")
+    if getattr(module, "augment_pipe", None) is not None and getattr(datamodule, "points", False):
+        raise ValueError("model.ada (adaptive augmentation) transforms images; 2D points take none: model.ada=null")
     for net_name in ("generator", "discriminator"):
         net = getattr(module, net_name)
         for attr in ("resolution", "channels"):

@@ -34,14 +34,17 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from gankit.callbacks.samples import image_grid, log_image
 from gankit.lightning_compat import logger_step
 from gankit.loggers import WandbLogger, log_evaluation_row
-from gankit.metric_keys import METRICS, val_keys
+from gankit.metric_keys import GENERALIZATION, METRICS, val_keys
 from gankit.metrics.features import FeatureSpace
+from gankit.metrics.generalization import DataCopying, DGap
 from gankit.metrics.manifold import DensityCoverage, PrecisionRecall
 from gankit.metrics.modes import ClassModes
 from gankit.metrics.sampled import OrderFreeIS, OrderFreeKID
 from gankit.randomness import labels_in_proportion, reference_indices
 
 log = logging.getLogger(__name__)
+MIN_HELDOUT = 100  # held-out images d_gap and copying need at the least
+GAP_SAMPLES = 1000  # training and held-out images D scores for d_gap (fewer when a set is smaller)
 _REAL = ("fid", "kid", "precision_recall", "density_coverage")  # the metrics compared against real features
 
 
@@ -62,9 +65,12 @@ class Evaluation(L.Callback):
     Args:
         features: the feature space (gankit.metrics.features), built when the config is: missing
             Inception weights fail here, before any data is read.
-        metrics: any of fid, kid, is, precision_recall, density_coverage, modes.
+        metrics: any of fid, kid, is, precision_recall, density_coverage, modes, and with held-out
+            data (data.limit / data.holdout) d_gap and copying (gankit.metrics.generalization).
         num_samples: generated samples per evaluation; num_real: real samples (default the same, at
-            most the size of the training set).
+            most the size of the reference set).
+        reference: the real samples FID & co. compare against: `train`, `heldout` (data.limit /
+            data.holdout), or `auto` (held-out data where there is some, else the training set).
         dirpath: where mode histograms and scatters go as PNG (None: not saved).
     """
 
@@ -84,8 +90,12 @@ class Evaluation(L.Callback):
         best_metric: str | None = None,
         best_mode: str = "min",
         best_path: str | None = None,
+        reference: str = "auto",
+        copying_cells: int = 50,
     ) -> None:
         super().__init__()
+        if reference not in ("auto", "train", "heldout"):
+            raise ValueError(f"metrics.evaluation.reference must be auto, train or heldout; got {reference!r}")
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown metrics {sorted(unknown)}: choose from {', '.join(METRICS)}")
@@ -116,6 +126,10 @@ class Evaluation(L.Callback):
         self.labels_digest: str | None = None
         self._last_step = -1  # the generator step last evaluated
         self._last_kimg: float | None = 0.0  # the images seen (thousands) at the last evaluation
+        self.reference, self.copying_cells = reference, copying_cells
+        self.real_split = "train"  # which split the real features come from (prepare)
+        self.copying_features: tuple[Tensor, Tensor] | None = None  # (training, held-out) features for C_T
+        self.gap_samples: dict[bool, tuple[Tensor, Tensor | None]] = {}  # heldout? -> (images, labels) for d_gap
 
     def state_dict(self) -> dict:
         return {"best": self.best, "last_step": self._last_step, "last_kimg": self._last_kimg, "history": self.history}
@@ -132,7 +146,7 @@ class Evaluation(L.Callback):
             "features": self.features.protocol(),
             "num_fake": self.num_samples,
             "num_real": self.num_real,
-            "real_split": f"train: num_real samples drawn with seed {self.seed}"
+            "real_split": f"{self.real_split}: num_real samples drawn with seed {self.seed}"
             + (", stratified by class" if self.labels_digest else ""),
             "generator": "EMA when the model has one" if self.ema else "raw",
             "latents": f"fixed, seed {self.seed}",
@@ -161,7 +175,20 @@ class Evaluation(L.Callback):
             )
         if datamodule.train_set is None:
             datamodule.setup("fit")
-        real_set = datamodule.train_set
+        heldout = getattr(datamodule, "heldout_set", None)
+        wanted = [m for m in self.metrics if m in GENERALIZATION]
+        if self.reference == "heldout" or wanted:
+            need = MIN_HELDOUT if wanted else 1
+            if heldout is None or len(heldout) < need:
+                have = "none" if heldout is None else f"{len(heldout)} images"
+                what = f"metrics {', '.join(wanted)}" if wanted else "metrics.evaluation.reference=heldout"
+                raise ValueError(
+                    f"{what} compare against held-out data, at least {need} images; this data set holds out {have}: "
+                    "set data.limit=N (train on N, hold out the rest) or data.holdout=M"
+                )
+        use_heldout = self.reference == "heldout" or (self.reference == "auto" and heldout is not None)
+        self.real_split = "heldout" if use_heldout else "train"
+        real_set = heldout if use_heldout else datamodule.train_set
         if self.num_real_option is None:
             self.num_real = min(self.num_samples, len(real_set))
         elif self.num_real > len(real_set):
@@ -169,11 +196,45 @@ class Evaluation(L.Callback):
                 f"metrics.evaluation.num_real={self.num_real} is more than the {len(real_set)} real samples; "
                 f"lower it to at most {len(real_set)} (or null: num_samples, at most the data's size)."
             )
-        labels = datamodule.train_labels() if hasattr(datamodule, "train_labels") else None
+        if getattr(datamodule, "num_classes", None) is None:
+            labels = None
+        elif use_heldout or not hasattr(datamodule, "train_labels"):
+            labels = _labels(real_set)
+        else:
+            labels = datamodule.train_labels()
         self.labels_digest = None if labels is None else hashlib.sha256(labels.cpu().numpy().tobytes()).hexdigest()
         self.class_weights = None if labels is None else torch.bincount(labels).double() / len(labels)
         self.features.to(device)
         self.real = self._real_features(datamodule, real_set, labels, device, write_cache)
+        if wanted:
+            self._prepare_generalization(datamodule, heldout, device)
+
+    def _prepare_generalization(self, datamodule, heldout, device: torch.device) -> None:
+        """What d_gap and copying compare: fixed training and held-out samples (from the seed)."""
+        train_set, generator = datamodule.train_set, torch.Generator().manual_seed(self.seed + 1)
+        if "copying" in self.metrics:
+            n_train, n_held = min(len(train_set), self.num_real), min(len(heldout), self.num_real)
+            train_idx = reference_indices(len(train_set), n_train, None, generator)
+            held_idx = reference_indices(len(heldout), n_held, None, generator)
+            self.copying_features = (
+                self._features_of(datamodule, train_set, train_idx, device),
+                self._features_of(datamodule, heldout, held_idx, device),
+            )
+        if "d_gap" in self.metrics:
+            n = min(len(train_set), len(heldout), GAP_SAMPLES)
+            for is_heldout, data in ((False, train_set), (True, heldout)):
+                idx = reference_indices(len(data), n, None, generator)
+                self.gap_samples[is_heldout] = _images_and_labels(datamodule, data, idx)
+
+    def _features_of(self, datamodule, data, indices: Tensor, device: torch.device) -> Tensor:
+        with torch.random.fork_rng(devices=[]):
+            loader = DataLoader(Subset(data, indices.tolist()), batch_size=self.batch_size, shuffle=False)
+            return torch.cat(
+                [
+                    self.features(datamodule.decode((b[0] if isinstance(b, (list, tuple)) else b).to(device))).features
+                    for b in loader
+                ]
+            )
 
     def logged_keys(self) -> list[str]:
         """The `val/` keys the configured metrics log (after `features.check`, which sets the features up)."""
@@ -181,8 +242,9 @@ class Evaluation(L.Callback):
 
     def cache_key(self, datamodule) -> dict:
         """Everything the real features depend on: the data module's identity, the reference subset, the features."""
+        identity = datamodule.heldout_identity() if self.real_split == "heldout" else datamodule.identity()
         return {
-            "data": datamodule.identity(),
+            "data": identity,
             "reference": {"num_real": self.num_real, "seed": self.seed, "stratified_by": self.labels_digest},
             **self.features.key(),
             "torch": str(torch.__version__),
@@ -292,6 +354,11 @@ class Evaluation(L.Callback):
         for name, metric in metrics.items():  # each rank adds a disjoint shard: synced states hold each real once
             if name in _REAL:
                 metric.update(self.real[rank::world], real=True)
+            if name == "d_gap":  # D's logits on the fixed training and held-out samples, this rank's share
+                for is_heldout, (images, labels) in self.gap_samples.items():
+                    for part in torch.arange(len(images))[rank::world].split(self.batch_size):
+                        y = None if labels is None or pl_module.num_classes is None else labels[part]
+                        metric.update(pl_module.d_scores(images[part], y), heldout=is_heldout)
         if world > 1:  # every rank samples with rank 0's batch-norm statistics: those of the saved weights
             pl_module.broadcast_generator_buffers()
         # the same latents (and labels) at every evaluation, whatever the number of ranks: rank r takes every k-th row
@@ -313,6 +380,10 @@ class Evaluation(L.Callback):
                     metric.update(embedding.modes, embedding.quality)
                 elif name == "is":
                     metric.update(embedding.logits)
+                elif name == "copying":
+                    metric.update(embedding.features)
+                elif name == "d_gap":
+                    continue
                 else:
                     metric.update(embedding.features, real=False)
         self.points = torch.cat(points) if points else None
@@ -345,6 +416,8 @@ class Evaluation(L.Callback):
             "precision_recall": PrecisionRecall,
             "density_coverage": DensityCoverage,
             "modes": lambda: ClassModes(self.features.num_modes, report_quality=self.features.name == "points"),
+            "d_gap": DGap,
+            "copying": lambda: DataCopying(*self.copying_features, cells=self.copying_cells, seed=self.seed),
         }
         with warnings.catch_warnings():  # "KID / IS keep all features": bounded here by num_samples
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
@@ -368,3 +441,22 @@ class Evaluation(L.Callback):
                 self.points, self.features.means, self.features.std, f"generator step {g_step}", save("scatter")
             )
         return pictures
+
+
+def _labels(data) -> Tensor | None:
+    """A data set's labels without reading its images (TensorDataset: its second tensor)."""
+    tensors = getattr(data, "tensors", None)
+    if isinstance(tensors, tuple):
+        return tensors[1] if len(tensors) > 1 else None
+    return getattr(data, "labels", None)
+
+
+def _images_and_labels(datamodule, data, indices: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Samples `indices` of a data set as tensors (images as the data set stores them, decoded when scored)."""
+    with torch.random.fork_rng(devices=[]):
+        batches = list(DataLoader(Subset(data, indices.tolist()), batch_size=len(indices), shuffle=False))
+    batch = batches[0]
+    images, labels = (batch[0], batch[1]) if isinstance(batch, (list, tuple)) and len(batch) > 1 else (batch, None)
+    if isinstance(images, (list, tuple)):
+        images = images[0]
+    return datamodule.decode(images), labels

@@ -10,6 +10,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from gankit.data.split import check_split, split_indices, subset
+
 
 class EpochShards(DistributedSampler):
     """The order of one process's samples: each epoch a permutation drawn from (seed, epoch), cut to a
@@ -70,7 +72,8 @@ class GANDataModule(L.LightningDataModule):
 
     `batch_size` is per process: under DDP with k processes, one optimizer step sees k * batch_size
     real images. Batches are shuffled each epoch and the last incomplete one is dropped, so every
-    discriminator step sees a full batch.
+    discriminator step sees a full batch. `limit` / `holdout` / `seed`: train on a fixed subset and keep
+    the rest as `heldout_set`, never shown to D (gankit.data.split).
     """
 
     resolution: int
@@ -79,10 +82,23 @@ class GANDataModule(L.LightningDataModule):
     flip: bool = False  # uint8 data sets: random horizontal flips, done on the batch on its device
     on_device: bool = False  # uint8 data sets: the whole set kept on the accelerator
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        limit: int | None = None,
+        holdout: int | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        check_split(limit, holdout)
+        self.limit, self.holdout, self.seed = limit, holdout, seed
+        self.heldout_set: Dataset | None = None  # images never shown to D (data.limit / data.holdout)
+        if limit is not None and limit < batch_size:
+            raise ValueError(f"data.limit={limit} is smaller than data.batch_size={batch_size}: lower the batch size")
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: Dataset | None = None
@@ -106,24 +122,39 @@ class GANDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = self.build_train_set()
+            self.train_set, self.heldout_set = self.split(self.build_train_set())
         world_size = self.trainer.world_size if self.trainer is not None else 1
         self.check_size(len(self.train_set), world_size)
 
     def build_train_set(self) -> Dataset:
-        """The training set; called once per process."""
+        """The whole training set (before `data.limit`); called once per process."""
         raise NotImplementedError
+
+    def split(self, full: Dataset) -> tuple[Dataset, Dataset | None]:
+        """(the training subset, the held-out set or None) of the whole set, as data.limit / data.holdout say."""
+        if self.limit is None and self.holdout is None:
+            return full, None
+        labels = _labels_of(full) if self.num_classes is not None else None
+        train, held = split_indices(len(full), self.limit, self.holdout, labels, self.seed)
+        return subset(full, train), (subset(full, held) if len(held) else None)
 
     def identity(self) -> dict:
         """Everything the training images depend on: the key of every cache built from them (prepared
         data, real features). What is common here; what the images are made from is `source()`."""
-        return {
+        identity = {
             "data": type(self).__qualname__,
             "split": "train",
             "resolution": getattr(self, "resolution", None),
             "channels": getattr(self, "channels", None),
             **self.source(),
         }
+        if self.limit is not None or self.holdout is not None:  # the subset trained on (earlier caches keep their key)
+            identity["subset"] = {"limit": self.limit, "holdout": self.holdout, "seed": self.seed}
+        return identity
+
+    def heldout_identity(self) -> dict:
+        """What the held-out images depend on (the key of caches built from them)."""
+        return {**self.identity(), "split": "heldout"}
 
     def source(self) -> dict:
         """What the images are made from and how: set name, files (with sizes and times), preprocessing."""
@@ -135,10 +166,7 @@ class GANDataModule(L.LightningDataModule):
             return None
         if self.train_set is None:
             self.setup("fit")
-        data = self.train_set
-        if isinstance(data, TensorDataset):
-            return data.tensors[1] if len(data.tensors) > 1 else None
-        return getattr(data, "labels", None)
+        return _labels_of(self.train_set)
 
     def class_weights(self) -> Tensor | None:
         """The share of each class among the training samples [K] (None for unlabeled data)."""
@@ -189,3 +217,10 @@ class GANDataModule(L.LightningDataModule):
             self._resident = [t.to(index.device) for t in tensors]
         parts = [t[index] for t in self._resident]
         return parts if len(parts) > 1 else parts[0]
+
+
+def _labels_of(data: Dataset) -> Tensor | None:
+    """The labels of a whole data set, without reading its images."""
+    if isinstance(data, TensorDataset):
+        return data.tensors[1] if len(data.tensors) > 1 else None
+    return getattr(data, "labels", None)

@@ -71,8 +71,11 @@ class ImageFolderDataModule(GANDataModule):
         cache: bool = True,
         cache_dir: str = "~/.cache/gankit/data",
         on_device: bool = False,
+        limit: int | None = None,
+        holdout: int | None = None,
+        seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, limit, holdout, seed)
         self.prep = Preprocessing(resolution, channels, crop)
         self.resolution, self.channels, self.crop, self.flip = resolution, channels, crop, flip
         if on_device and not cache:

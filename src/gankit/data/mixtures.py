@@ -53,8 +53,12 @@ class GaussianMixture(GANDataModule):
         batch_size: int = 500,
         num_workers: int = 0,
         pin_memory: bool | None = None,
+        limit: int | None = None,
+        holdout: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        if limit is not None:
+            raise ValueError("data.limit is for image sets: a mixture draws data.num_samples points, set that instead")
+        super().__init__(batch_size, num_workers, pin_memory, None, holdout, seed)
         self.kind = kind
         self.means, self.std = mixture_means(kind)
         self.num_classes = len(self.means)
@@ -74,3 +78,10 @@ class GaussianMixture(GANDataModule):
     def build_train_set(self) -> TensorDataset:
         points, modes = sample_mixture(self.means, self.std, self.num_samples, torch.Generator().manual_seed(self.seed))
         return TensorDataset(points, modes)
+
+    def split(self, full: TensorDataset) -> tuple[TensorDataset, TensorDataset | None]:
+        """The held-out set of a mixture (`data.holdout=M`): M fresh draws from it, none of them trained on."""
+        if self.holdout is None:
+            return full, None
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003)  # another stream than the training points
+        return full, TensorDataset(*sample_mixture(self.means, self.std, self.holdout, generator))

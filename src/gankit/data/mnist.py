@@ -46,8 +46,11 @@ class EmbeddedMNIST(GANDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool | None = None,
+        limit: int | None = None,
+        holdout: int | None = None,
+        seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, limit, holdout, seed)
         if channels != 1:
             raise ValueError(f"MNIST digits are grayscale: data.channels must be 1, got {channels}")
         if resolution < 8:

@@ -44,8 +44,10 @@ class StackedMNIST(GANDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool | None = None,
+        limit: int | None = None,
+        holdout: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, limit, holdout, seed)
         if channels != 3:
             raise ValueError(f"Stacked MNIST has 3 channels (one digit each): data.channels must be 3, got {channels}")
         if resolution < 8:

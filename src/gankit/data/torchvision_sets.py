@@ -82,8 +82,11 @@ class TorchvisionDataModule(GANDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         on_device: bool = False,
+        limit: int | None = None,
+        holdout: int | None = None,
+        seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
+        super().__init__(batch_size, num_workers, pin_memory, limit, holdout, seed)
         if name not in SETS:
             raise ValueError(f"data.name={name!r} is not one of {', '.join(SETS)}")
         native = SETS[name][1]
