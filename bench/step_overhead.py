@@ -9,9 +9,7 @@ round times the raw loop, then the same raw step through Lightning's public API 
 optimisation (manual_backward, LightningOptimizer steps: a plain Lightning module's "floor"), then
 gankit under a bare Trainer (no logger, callbacks or progress bar), then gankit with the default
 callbacks except evaluation (checkpoints, sample grids, the NaN guard, preemption, a progress bar
-refreshed every 10 steps, CSV logging every 20 steps), then the same with one more callback that
-listens to `on_before_optimizer_step` ("public step": gankit then steps through Lightning's
-`optimizer.step()`, not the private direct step of lightning_compat.py); rounds are
+refreshed every 10 steps, CSV logging every 20 steps); rounds are
 interleaved (every other one in reverse order) and the median of the per-round ratios is printed
 (one machine's noise cancels out).
 The fixed tax per generator step is (gankit - raw) in milliseconds. A round times the steps after
@@ -224,24 +222,13 @@ class RawStepModule(L.LightningModule):
         raw_step(self.inner, opt_g, opt_d, batch, self.manual_backward)
 
 
-class StepListener(L.Callback):
-    """Implements `on_before_optimizer_step` (doing nothing): gankit then steps through Lightning's public
-    `optimizer.step()` instead of `lightning_compat.step_directly`, which is what the `public step` column times."""
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        pass
-
-
 def gankit_loop(
-    cfg, data: list, dm, device: torch.device, callbacks: bool, out: Path, precision="32-true", floor=False,
-    public_step=False,
-) -> Timer:  # fmt: skip
+    cfg, data: list, dm, device: torch.device, callbacks: bool, out: Path, precision="32-true", floor=False
+) -> Timer:
     torch.manual_seed(0)
     module = RawStepModule(instantiate(cfg.model)) if floor else instantiate(cfg.model)
     timer = Timer(device)
     extra = instantiate_group(cfg.callbacks) if callbacks else []
-    if public_step:
-        extra.append(StepListener())
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
@@ -261,11 +248,11 @@ def gankit_loop(
 
 
 def variant(j: int, cfg, data: list, dm, device: torch.device, out: Path) -> float | Timer:
-    """The raw loop's seconds per G step (0); the Timer of the Lightning floor (1), gankit bare (2), gankit with
-    callbacks (3) or gankit with callbacks stepping through Lightning's public optimizer.step() (4)."""
+    """The raw loop's seconds per G step (0); the Timer of the Lightning floor (1), gankit bare (2) or gankit with
+    callbacks (3)."""
     if j == 0:
         return raw_loop(cfg, data, device)
-    return gankit_loop(cfg, data, dm, device, callbacks=j >= 3, out=out, floor=j == 1, public_step=j == 4)
+    return gankit_loop(cfg, data, dm, device, callbacks=j == 3, out=out, floor=j == 1)
 
 
 def main() -> None:
@@ -281,9 +268,9 @@ def main() -> None:
     print(f"device {device}, {args.rounds} rounds of {args.steps} generator steps (median of per-round ratios)\n")
     print(
         "| case | raw ms / G step | Lightning floor | ratio | tax ms | gankit bare | ratio | tax ms "
-        "| gankit + callbacks | ratio | tax ms | public step | ratio | tax ms |"
+        "| gankit + callbacks | ratio | tax ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     ends, logging = [], []
     for case in cases:
         with tempfile.TemporaryDirectory() as tmp:
@@ -291,14 +278,14 @@ def main() -> None:
             data, dm = batches(cfg, device, args.steps + 5)
             rows, epoch_ends, logging_extra = [], [], []
             for i in range(args.rounds):  # odd rounds in reverse order: a machine slowing down or speeding up
-                order = range(5) if i % 2 == 0 else range(4, -1, -1)  # within a round favours neither end
+                order = range(4) if i % 2 == 0 else range(3, -1, -1)  # within a round favours neither end
                 result = {j: variant(j, cfg, data, dm, device, Path(tmp)) for j in order}
-                rows.append((result[0], *(result[j].seconds for j in (1, 2, 3, 4))))
+                rows.append((result[0], *(result[j].seconds for j in (1, 2, 3))))
                 epoch_ends.append(result[3].after)
                 logging_extra += result[3].logging_extra()
         raw = statistics.median(r[0] for r in rows)
         cells = [f"| {case} | {raw * 1e3:.2f} "]
-        for i in (1, 2, 3, 4):
+        for i in (1, 2, 3):
             ms, ratio = statistics.median(r[i] for r in rows), statistics.median(r[0] / r[i] for r in rows)
             cells.append(f"| {ms * 1e3:.2f} | {ratio:.3f}x | {(ms - raw) * 1e3:+.2f} ")
         print("".join(cells) + "|", flush=True)

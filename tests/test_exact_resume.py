@@ -211,11 +211,15 @@ def test_kill_9_during_saves_never_leaves_an_unloadable_file(tmp_path):
         "    ckpt = {'state_dict': {'w': torch.full((1_000_000,), float(i))}, 'global_step': i, 'loops': {}}\n"
         "    io.save_checkpoint(ckpt, sys.argv[1])\n"
     )
-    path = tmp_path / "last.ckpt"
-    steps = []
-    for trial in range(8):
-        process = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+    paths = [tmp_path / f"trial{trial}" / "last.ckpt" for trial in range(8)]
+    processes = []
+    for path in paths:  # started together (their imports overlap), killed one by one at different moments
+        path.parent.mkdir()
+        processes.append(subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True))
+    for process in processes:
         process.stdout.readline()
+    steps = []
+    for trial, (process, path) in enumerate(zip(processes, paths, strict=True)):
         time.sleep(0.3 + 0.37 * (trial % 5) / 5)
         process.kill()
         process.wait()

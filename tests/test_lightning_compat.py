@@ -32,11 +32,11 @@ def _moved(internal: str) -> str:
 class _Counting(L.LightningModule):
     """Two tiny optimizers stepped by hand; records what the compat functions read inside the loop."""
 
-    def __init__(self, direct: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.a, self.b = nn.Linear(2, 1), nn.Linear(2, 1)
-        self.direct, self.seen = direct, []
+        self.seen = []
 
     def configure_optimizers(self):
         return [torch.optim.SGD(self.a.parameters(), lr=0.1), torch.optim.SGD(self.b.parameters(), lr=0.1)]
@@ -49,11 +49,7 @@ class _Counting(L.LightningModule):
         for opt, net in zip(self.optimizers(), (self.a, self.b), strict=True):
             opt.zero_grad()
             net(batch[0]).pow(2).mean().backward()
-            if self.direct:
-                assert compat.can_step_directly(opt), _moved("LightningOptimizer._on_before_step / _on_after_step")
-                compat.step_directly(opt, lambda optimizer: self.seen.append(("hook", optimizer)))
-            else:
-                opt.step()
+            opt.step()
         compat.log_training_scalars(self.trainer, {"train/x": float(batch_idx)}, prog_bar=["train/x"])
 
     def train_dataloader(self):
@@ -85,21 +81,6 @@ def test_logger_step_is_the_batches_done_and_logging_batches_follow_lightnings_r
     ]  # log_training_scalars sends every call: the module decides when to call it
     assert float(trainer.logged_metrics["train/x"]) == 4.0 and float(trainer.callback_metrics["train/x"]) == 4.0
     assert trainer.progress_bar_metrics["train/x"] == 4.0
-
-
-def test_stepping_directly_counts_lightnings_global_step(tmp_path):
-    """`LightningOptimizer._on_before_step` / `_on_after_step` count global_step; the direct step updates the
-    weights as optimizer.step() does and calls the given hook with the torch optimizer."""
-    torch.manual_seed(0)
-    plain = _Counting()
-    _fit(tmp_path / "plain", plain, steps=6)
-    torch.manual_seed(0)
-    direct = _Counting(direct=True)
-    trainer = _fit(tmp_path / "direct", direct, steps=6)
-    assert trainer.global_step == 6, _moved("LightningOptimizer._on_before_step (the manual loop's step count)")
-    assert all(torch.equal(p, q) for p, q in zip(plain.parameters(), direct.parameters(), strict=True))
-    hooked = [optimizer for kind, *rest in direct.seen if kind == "hook" for optimizer in rest]
-    assert len(hooked) == 6 and all(isinstance(o, torch.optim.SGD) for o in hooked)
 
 
 def test_fused_optimizers_say_they_unscale_in_their_kernel():

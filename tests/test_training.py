@@ -317,18 +317,18 @@ def _train_with(cfg, *extra: L.Callback) -> dict:
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_plain_backward_and_step_are_lightnings_without_the_hooks_nobody_listens_to(cfg_factory, precision):
-    """Single process, no loss scaling (fp32, bf16), no listener: loss.backward() and the wrapped optimizer's step
-    directly. A callback with on_after_backward / on_before_optimizer_step switches Lightning's path back on for
-    that one (and is called for every D and G backward / step); the weights, step counts and logged gradient
-    norms come out the same."""
+def test_plain_backward_is_lightnings_without_the_hooks_nobody_listens_to(cfg_factory, precision):
+    """Single process, no loss scaling (fp32, bf16), no listener: loss.backward() directly. A callback with
+    on_after_backward switches Lightning's manual_backward back on (and is called for every D and G backward);
+    optimizer steps are always Lightning's (a callback's on_before_optimizer_step is called at every one); the
+    weights, step counts and logged gradient norms come out the same."""
 
     class Listener(L.Callback):
         calls = 0
         plain = None
 
         def on_train_batch_start(self, trainer, pl_module, *args):  # after the module's on_train_start
-            Listener.plain = pl_module._plain_backward, pl_module._plain_step
+            Listener.plain = pl_module._plain_backward
 
         def on_after_backward(self, trainer, pl_module):
             Listener.calls += 1
@@ -338,7 +338,7 @@ def test_plain_backward_and_step_are_lightnings_without_the_hooks_nobody_listens
         plain = None
 
         def on_train_batch_start(self, trainer, pl_module, *args):
-            StepListener.plain = pl_module._plain_backward, pl_module._plain_step
+            StepListener.plain = pl_module._plain_backward
 
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
             StepListener.calls += 1
@@ -348,7 +348,7 @@ def test_plain_backward_and_step_are_lightnings_without_the_hooks_nobody_listens
         steps = None
 
         def on_train_batch_start(self, trainer, pl_module, *args):
-            Observer.plain = pl_module._plain_backward, pl_module._plain_step
+            Observer.plain = pl_module._plain_backward
 
         def on_train_end(self, trainer, pl_module):
             Observer.steps = trainer.global_step, pl_module.d_steps, pl_module.g_steps
@@ -359,7 +359,7 @@ def test_plain_backward_and_step_are_lightnings_without_the_hooks_nobody_listens
     plain = _train_with(cfgs[0], Observer())
     hooked = _train_with(cfgs[1], Listener())
     stepped = _train_with(cfgs[2], StepListener())
-    assert Observer.plain == (True, True) and Listener.plain == (False, True) and StepListener.plain == (True, False)
+    assert Observer.plain is True and Listener.plain is False and StepListener.plain is True
     assert Observer.steps == (9, 6, 3)  # Lightning's global step counts both optimizers' steps
     assert Listener.calls == 3 * 3 and StepListener.calls == 3 * 3  # 6 D backward passes / steps and 3 G ones
     for other in (hooked, stepped):

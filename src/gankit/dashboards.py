@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gankit.metric_keys import LOWER_IS_BETTER, val_keys
+from gankit.metric_keys import GENERALIZATION, LOWER_IS_BETTER, val_keys
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TRAINING_HEALTH = {
@@ -38,8 +38,9 @@ def metrics_config(name: str) -> dict:
         choices = sorted(p.stem for p in (CONF / "metrics").glob("*.yaml") if p.stem != "base")
         raise ValueError(f"--metrics {name!r} is not a metrics config; choose one of {', '.join(choices)}")
     config = OmegaConf.load(path)
-    if "base" in list(config.get("defaults", [])):
-        config = OmegaConf.merge(OmegaConf.load(CONF / "metrics" / "base.yaml"), config)
+    for parent in [d for d in config.get("defaults", []) if isinstance(d, str) and d != "_self_"]:
+        config = OmegaConf.merge(metrics_config(parent), config)  # e.g. digits_heldout -> digits -> base
+    config.pop("defaults", None)
     return OmegaConf.to_container(config, resolve=False)
 
 
@@ -79,7 +80,8 @@ def workspace(
         return wr.LinePlot(title=f"{key}{direction}", x=x, y=[key], title_x=x)
 
     quality = [line(k) for k in val if k.removeprefix("val/") in QUALITY]
-    coverage = [line(k) for k in val if k.removeprefix("val/") not in QUALITY]
+    held_out = [line(k) for k in val if k.removeprefix("val/") in GENERALIZATION]
+    coverage = [line(k) for k in val if k.removeprefix("val/") not in (*QUALITY, *GENERALIZATION)]
     coverage += [line("collapse/alerts")] if "collapse/alerts" in keys["collapse"] else []
     coverage.append(line("train/d_auc", x="trainer/global_step"))
     health = [
@@ -101,6 +103,7 @@ def workspace(
     sections = [
         ws.Section(name="Quality", panels=quality, is_open=True),
         ws.Section(name="Coverage and collapse", panels=coverage, is_open=True),
+        ws.Section(name="Generalisation (held-out data)", panels=held_out, is_open=True),
         ws.Section(name="Pictures", panels=pictures, is_open=True),
         ws.Section(name="Training health", panels=health, is_open=False),
     ]

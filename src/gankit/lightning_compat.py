@@ -14,7 +14,6 @@ import os
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.optim import Optimizer
@@ -60,30 +59,7 @@ def log_training_scalars(trainer: L.Trainer, metrics: dict[str, float], prog_bar
         logger.save()
 
 
-# ---- optimizer steps without hook dispatch -------------------------------------------------------------
-
-
-def can_step_directly(optimizer: LightningOptimizer) -> bool:
-    """Whether `step_directly` can take this optimizer's step (Lightning's manual loop attached its hooks)."""
-    return callable(getattr(optimizer, "_on_before_step", None)) and callable(
-        getattr(optimizer, "_on_after_step", None)
-    )
-
-
-def step_directly(optimizer: LightningOptimizer, before_step) -> None:
-    """What `LightningOptimizer.step()` comes to when no callback listens to `on_before_optimizer_step`:
-    Lightning's step count (`global_step`) around the wrapped optimizer's step, with `before_step`
-    (the module's own clipping and gradient-norm hook) called directly.
-
-    Private: `LightningOptimizer._on_before_step` / `_on_after_step`, which the manual-optimisation
-    loop attaches to count the step. Public API: `optimizer.step()`, which also builds a closure and
-    dispatches `on_before_optimizer_step` to every callback through the precision plugin and the
-    strategy. Buys: see README "Speed" (bench/step_overhead.py, the `public step` column).
-    """
-    optimizer._on_before_step()
-    before_step(optimizer.optimizer)
-    optimizer.optimizer.step()
-    optimizer._on_after_step()
+# ---- fused optimizers under fp16 ------------------------------------------------------------------------
 
 
 def unscales_in_kernel(optimizer: Optimizer) -> bool:

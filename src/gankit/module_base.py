@@ -3,8 +3,7 @@
 What it gives a subclass (which sets `generator`, `discriminator` and says which parameters each
 optimizer takes in `parameters_of`):
 - `training_only(name)`: only network `name`'s parameters take gradients inside;
-- `update(optimizer, loss)`: zero_grad, backward, step; through Lightning's public hooks where anyone
-  listens, directly where nobody does (a fixed cost of small steps, bench/step_overhead.py);
+- `update(optimizer, loss)`: zero_grad, backward (a plain `loss.backward()` where no hook listens), step;
 - `log_scalar(name, value)` / `publish_scalars()`: training scalars on logging steps only, one device
   read per logging step;
 - optimizers from config factories (fused kernels where torch has them), schedules that follow a
@@ -78,7 +77,6 @@ class AlternatingSteps(L.LightningModule):
         self._optimizer_g: Optimizer | None = None
         self._trainable: dict[str, list[nn.Parameter]] = {}  # each optimizer's trainable parameters (fit start)
         self._plain_backward = False  # loss.backward() is all manual_backward would do (decided at fit start)
-        self._plain_step = False  # and the wrapped optimizer's step all LightningOptimizer.step would (the same)
 
     def parameters_of(self, name: str) -> list[nn.Parameter]:
         """The parameters optimizer `name` ("g" or "d") updates."""
@@ -148,9 +146,6 @@ class AlternatingSteps(L.LightningModule):
         for name, optimizer in zip(NAMES, self.trainer.optimizers, strict=True):
             self._trainable[name] = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
         self._plain_backward = self._unheard("on_before_backward", "on_after_backward", "backward")
-        self._plain_step = self._unheard("on_before_optimizer_step", module=False) and all(
-            map(compat.can_step_directly, self.optimizers())
-        )
         for name, scheduler in self._schedulers.items():
             if scheduler is not None and compat.scheduler_settings(scheduler) != self._scheduler_settings[name]:
                 saved = compat.scheduler_settings(scheduler)
@@ -210,16 +205,13 @@ class AlternatingSteps(L.LightningModule):
             loss.backward()
         else:
             self.manual_backward(loss)
-        if self._plain_step:
-            compat.step_directly(optimizer, self.on_before_optimizer_step)
-        else:
-            optimizer.step()
+        optimizer.step()  # Lightning's: its step count, then on_before_optimizer_step (clipping, norms)
 
-    def _unheard(self, *hooks: str, module: bool = True) -> bool:
-        """One process, no loss scaling (fp32 or bf16), no profiler, and no callback (nor this module, if `module`)
-        implementing any of `hooks`: then Lightning's calls around a backward or an optimizer step only dispatch
-        hooks nobody listens to, over every callback, a fixed cost of the small steps (bench/step_overhead.py).
-        DDP, fp16's GradScaler, a profiler and any listener keep Lightning's path."""
+    def _unheard(self, *hooks: str) -> bool:
+        """One process, no loss scaling (fp32 or bf16), no profiler, and no callback (nor this module) implementing
+        any of `hooks`: then Lightning's calls around a backward only dispatch hooks nobody listens to, over every
+        callback, a fixed cost of the small steps (bench/step_overhead.py). DDP, fp16's GradScaler, a profiler and
+        any listener keep Lightning's path (public calls only: no private part is needed for this)."""
         trainer, plugin = self.trainer, self.trainer.precision_plugin
         unscaled = type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None)
         if not unscaled or type(trainer.strategy) is not SingleDeviceStrategy:
@@ -230,7 +222,7 @@ class AlternatingSteps(L.LightningModule):
         def overrides(obj, base, hook: str) -> bool:  # an instance attribute counts too
             return hasattr(base, hook) and getattr(getattr(obj, hook), "__func__", None) is not getattr(base, hook)
 
-        listeners = [(cb, L.Callback) for cb in trainer.callbacks] + ([(self, L.LightningModule)] if module else [])
+        listeners = [(cb, L.Callback) for cb in trainer.callbacks] + [(self, L.LightningModule)]
         return not any(overrides(obj, base, hook) for obj, base in listeners for hook in hooks)
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
