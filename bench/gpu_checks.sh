@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement the open issues ask for, in one run of under 10 minutes on one CUDA GPU:
-#   - the gpu tests (tests/test_gpu.py: penalties and recipes in fp16 / bf16, fused Adam's unscale
+#   - the gpu tests (tests/test_gpu.py: penalties, recipes, ADA + LeCam in fp16 / bf16, fused Adam's unscale
 #     before clipping, exact resume with deterministic kernels);
 #   - the framework's tax on a GPU step (bench/step_overhead.py: DCGAN-32 and DCGAN-64, ratio to raw,
 #     and Lightning's own floor: the raw step inside a minimal LightningModule);

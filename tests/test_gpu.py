@@ -119,3 +119,18 @@ def test_resume_on_the_gpu_with_deterministic_kernels(cfg_factory):
     )
     train(resumed)
     _assert_same_run(_final(straight), _final(resumed))
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_ada_and_lecam_train_on_cuda_in_mixed_precision(cfg_factory, precision):
+    """ADA's grid_sample and colour matrices and LeCam's averages on the GPU under autocast: finite losses, p moves
+    (it is read on the device, no sync), the averages are finite."""
+    cfg = cfg_factory("trainer.accelerator=gpu", f"trainer.precision={precision}", "g_steps=8", "metrics=none",
+                      "data.limit=256", "model=dcgan_ada_lecam", "model.ada.interval=1", "model.ada.kimg=0.05",
+                      "model.lecam.start=1")  # fmt: skip
+    train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert float(state["augment_pipe.p"]) > 0
+    assert torch.isfinite(state["lecam.ema_real"]) and torch.isfinite(state["lecam.ema_fake"])
+    rows = read_metrics(Path(cfg.paths.output_dir))
+    assert all(torch.isfinite(torch.tensor(float(r["train/d_loss"]))) for r in rows if r.get("train/d_loss"))
