@@ -198,6 +198,15 @@ def test_scheduler_closed_form_and_progress_keys():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.75) and scheduler.get_last_lr() == pytest.approx([0.75])
 
 
+def test_torchmetrics_inception_has_its_two_headed_forward():
+    """torchmetrics' `NoTrainInceptionV3._torch_fidelity_forward`: pool3 features and logits from one pass."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    method = getattr(NoTrainInceptionV3, "_torch_fidelity_forward", None)
+    assert callable(method), "torchmetrics' `NoTrainInceptionV3._torch_fidelity_forward` moved"
+    assert list(inspect.signature(method).parameters)[1:] == ["x"], "its signature changed"
+
+
 def test_nvml_probe_and_recompile_limit_exist():
     """torch's `torch.cuda._device_count_nvml` (the NVML check) and `torch._dynamo.config.recompile_limit`."""
     if torch.backends.cuda.is_built():
@@ -212,7 +221,7 @@ def test_no_private_lightning_part_is_used_outside_the_compat_module():
         r"(?<!\w)(?:_batches_that_stepped|_logger_connector|_signal_connector|_num_ready_batches_reached|_on_before_step"
         r"|_on_after_step|_save_last_checkpoint|_save_topk_checkpoint|_monitor_candidates|_last_global_step_saved"
         r"|_every_n_train_steps|_check_log_dir_exists|_step_supports_amp_scaling|_get_closed_form_lr"
-        r"|_device_count_nvml|__wrapped__|_experiment\b|_fs\b)"
+        r"|_device_count_nvml|__wrapped__|_experiment\b|_fs\b|_torch_fidelity_forward|_num_ready|batch_progress)"
     )
     found = [
         f"{path.relative_to(SRC)}:{n}: {line.strip()}"

@@ -56,8 +56,9 @@ def test_the_mnist_datamodule_trains_on_the_subset_and_holds_out_the_rest(cfg_fa
     assert len(dm.train_set) == 500 and len(dm.heldout_set) == 4500
     assert torch.bincount(dm.train_labels()).tolist() == [50] * 10
     full = instantiate(cfg_factory().data)
-    assert full.identity() != dm.identity()  # caches of real features key on the subset
-    assert dm.identity() == instantiate(cfg_factory("data.limit=500").data).identity()
+    assert full.identity() == dm.identity()  # the whole set's (prepared caches): a new limit prepares nothing again
+    assert full.split_identity() != dm.split_identity() != dm.split_identity("heldout")  # real-feature caches
+    assert dm.split_identity() == instantiate(cfg_factory("data.limit=500").data).split_identity()
 
 
 # ---- ADA ----------------------------------------------------------------------------------------
@@ -102,6 +103,17 @@ def test_ada_colour_matrix_matches_the_reference_constructions():
     hue = ada.rotate3d(v, torch.tensor([2 * math.pi / 3]))  # a third of a turn about grey permutes r, g, b
     out = ada.apply_color(x, hue).flatten()
     assert torch.allclose(out.sort().values, rgb.flatten().sort().values, atol=1e-5)
+
+
+def test_a_fixed_p_is_the_configs_after_loading_a_checkpoint():
+    adaptive = AdaptiveAugment()
+    adaptive.p.fill_(0.48)
+    fixed = AdaptiveAugment(p=0.9)
+    fixed.load_state_dict(adaptive.state_dict())
+    assert float(fixed.p) == pytest.approx(0.9)
+    resumed = AdaptiveAugment()
+    resumed.load_state_dict(adaptive.state_dict())
+    assert float(resumed.p) == pytest.approx(0.48)  # an adaptive p goes on from the checkpoint's
 
 
 def test_ada_is_differentiable_in_the_images():
@@ -239,3 +251,23 @@ def test_bad_limited_data_input_is_one_message_naming_the_key(cfg_factory, overr
     with pytest.raises(SystemExit, match="gankit: error: .*" + re.escape(says)):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # nothing trained
+
+
+def test_a_resume_with_another_split_is_refused(cfg_factory):
+    """A checkpoint knows the subset it was trained on: resumed with another data.limit / data.seed, the held-out
+    set would hold images D trained on, so the run stops at start with one message."""
+    first = cfg_factory("g_steps=2", "metrics=none", "data.limit=200")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    other = cfg_factory("g_steps=4", "metrics=none", "data.limit=200", "data.seed=1", f"ckpt_path={last}")
+    with pytest.raises(SystemExit, match="gankit: error: the checkpoint was trained on data.limit"):
+        train(other)
+    same = cfg_factory("g_steps=4", "metrics=none", "data.limit=200", f"ckpt_path={last}")
+    train(same)  # the same split resumes
+
+
+def test_d_gap_packs_whole_groups(cfg_factory):
+    """PacGAN's D judges groups of `pack`: d_gap scores whole groups only (a remainder would not pack)."""
+    cfg = cfg_factory("data=ring", "data.holdout=150", "model.pack=4", "metrics.evaluation.metrics=[modes,d_gap]",
+                      "metrics.evaluation.num_samples=200", "g_steps=2")  # fmt: skip
+    train(cfg)

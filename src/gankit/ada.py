@@ -165,6 +165,13 @@ def apply_color(images: Tensor, C: Tensor) -> Tensor:
     return flat.reshape(n, channels, h, w)
 
 
+def _keep_fixed_p(p: float):
+    def hook(module: nn.Module, incompatible_keys) -> None:
+        module.p.fill_(p)
+
+    return hook
+
+
 class AdaptiveAugment(nn.Module):
     """The bgc pipeline with its probability p, adapted to D's overfitting (p null: from 0) or fixed (`p`).
 
@@ -191,6 +198,8 @@ class AdaptiveAugment(nn.Module):
         self.register_buffer("p", torch.tensor(0.0 if p is None else float(p)))
         self.register_buffer("signs", torch.zeros(2))  # sum of sign(D(aug(x_real))), number of logits
         self.register_buffer("rt", torch.tensor(0.0))  # the last r_t (logged)
+        if not self.adaptive:  # a fixed p is the config's, also after loading a checkpoint that had another
+            self.register_load_state_dict_post_hook(_keep_fixed_p(float(p)))
 
     def forward(self, images: Tensor) -> Tensor:
         """Augment each image of [N, C, H, W] with probability p per transform; differentiable in the images."""

@@ -8,8 +8,9 @@
 - `read_checkpoint` loads with `weights_only=True` (a shared file cannot run code) and turns a
   truncated, corrupt or foreign file into one message naming it.
 - `resumable_checkpoint` picks the newest loadable checkpoint of a run directory (`ckpt_path=auto`).
-- `keep_epoch_position` makes a checkpoint saved at an epoch's end, or after `g_steps` cut an epoch
-  short, resume where the run stopped, as one saved mid-epoch does.
+(`lightning_compat.keep_epoch_position` makes a checkpoint saved at an epoch's end, or after `g_steps`
+cut an epoch short, resume where the run stopped, as one saved mid-epoch does: it rewrites Lightning's
+loop state, so it lives with Lightning's other private parts.)
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
-
-from gankit import lightning_compat as compat
 
 log = logging.getLogger(__name__)
 REQUIRED_KEYS = ("state_dict", "global_step", "loops")
@@ -122,49 +121,6 @@ def check_fits(module: torch.nn.Module, checkpoint: dict, path: str | Path) -> N
             f"ckpt_path={path} holds another model's weights ({len(wrong)} tensors differ, e.g. "
             f"{', '.join(wrong[:3])}): use it with the model overrides of the run that wrote it."
         )
-
-
-def keep_epoch_position(trainer: L.Trainer, checkpoint: dict) -> None:
-    """Makes a checkpoint resume where the run stopped, wherever in an epoch it was saved.
-
-    A save inside an epoch (periodic, preemption, best) is Lightning's mid-epoch state and resumes
-    exactly, except in two places where Lightning's restart and the loader's saved position disagree:
-    - **After all of an epoch's batches**: in the last batch's end (a save every k generator steps,
-      a preemption) or after the epoch loop returned (the last saves of a run that reached its
-      `g_steps`). Lightning then counts the epoch as done (or, after the epoch loop returned, runs its
-      end again and counts one more), but replays the loader's position (all batches yielded, the
-      iterator not yet exhausted) into the next epoch, which comes out empty: a whole epoch's order
-      is skipped. The checkpoint is made to read as one saved before the next epoch's first batch:
-      the epoch counted complete, no batch of the next one counted, no loader position. (The
-      epoch's end hooks, which gankit does not use, then do not run for it on resume, as in
-      Lightning's own handling of a save in an epoch's last batch.)
-    - **After an epoch cut short**: `g_steps` reached mid-epoch ends the epoch loop early, and the
-      fit loop counts the epoch as processed (by the end of training, completed) before the last
-      saves. Resumed from that state (the run extended with a larger g_steps), Lightning takes the
-      epoch for done: the loader goes on from its position, but the samplers get the next epoch's
-      number. The epoch's counts are taken back: the checkpoint reads as a mid-epoch one.
-    """
-    saved, fit_loop = compat.saved_loop_state(checkpoint), trainer.fit_loop
-    if saved is None:
-        return  # not the loop state this was written for
-    epoch, batch = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress.current
-    returned = epoch.processed == epoch.started and epoch.completed >= epoch.started - 1  # the epoch loop returned
-    in_batch_end = epoch.processed == epoch.started - 1 and batch.ready == batch.processed == batch.completed + 1
-    all_batches = compat.all_batches_ready(trainer)
-    epochs = (saved["epoch_progress"]["total"], saved["epoch_progress"]["current"])
-    if all_batches and (returned or in_batch_end):
-        for counts in epochs:
-            counts["processed"] = counts["completed"] = counts["started"]
-        batches = saved["epoch_loop.batch_progress"]
-        batches["total"]["completed"] = batches["total"]["processed"]
-        batches["current"] = dict.fromkeys(batches["current"], 0)
-        batches["is_last_batch"] = False
-        if in_batch_end:  # Lightning counts the batch for the loggers after its end hooks
-            compat.count_logger_batch(saved)
-        saved.get("state_dict", {}).pop("combined_loader", None)
-    elif returned:
-        for counts in epochs:
-            counts["processed"] = counts["completed"] = counts["started"] - 1
 
 
 class RunConfig(L.Callback):

@@ -47,6 +47,13 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     check_data_kind(train_cfg, datamodule)
     evaluation: Evaluation = instantiate(train_cfg.metrics.evaluation)
 
+    if cfg.get("critic"):  # before minutes of evaluation: the critic needs held-out data
+        datamodule.setup("fit")
+        if datamodule.heldout_set is None:
+            raise ValueError(
+                "critic=true trains a critic on held-out data, and this run's data holds none out: score a run "
+                "trained with data.limit=N or data.holdout=M"
+            )
     evaluation.prepare(datamodule, device)
     results = {k: v.item() for k, v in evaluation.evaluate(module).items()}
     if cfg.get("critic"):

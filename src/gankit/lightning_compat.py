@@ -103,6 +103,52 @@ def count_logger_batch(saved: dict) -> None:
     saved["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
 
 
+def keep_epoch_position(trainer: L.Trainer, checkpoint: dict) -> None:
+    """Makes a checkpoint resume where the run stopped, wherever in an epoch it was saved.
+
+    Private: the fit loop's progress counters and their layout in the checkpoint (the functions above).
+    Public API: none. Buys: exact resume (tests/test_exact_resume.py).
+
+    A save inside an epoch (periodic, preemption, best) is Lightning's mid-epoch state and resumes
+    exactly, except in two places where Lightning's restart and the loader's saved position disagree:
+    - **After all of an epoch's batches**: in the last batch's end (a save every k generator steps,
+      a preemption) or after the epoch loop returned (the last saves of a run that reached its
+      `g_steps`). Lightning then counts the epoch as done (or, after the epoch loop returned, runs its
+      end again and counts one more), but replays the loader's position (all batches yielded, the
+      iterator not yet exhausted) into the next epoch, which comes out empty: a whole epoch's order
+      is skipped. The checkpoint is made to read as one saved before the next epoch's first batch:
+      the epoch counted complete, no batch of the next one counted, no loader position. (The
+      epoch's end hooks, which gankit does not use, then do not run for it on resume, as in
+      Lightning's own handling of a save in an epoch's last batch.)
+    - **After an epoch cut short**: `g_steps` reached mid-epoch ends the epoch loop early, and the
+      fit loop counts the epoch as processed (by the end of training, completed) before the last
+      saves. Resumed from that state (the run extended with a larger g_steps), Lightning takes the
+      epoch for done: the loader goes on from its position, but the samplers get the next epoch's
+      number. The epoch's counts are taken back: the checkpoint reads as a mid-epoch one.
+    """
+    saved, fit_loop = saved_loop_state(checkpoint), trainer.fit_loop
+    if saved is None:
+        return  # not the loop state this was written for
+    epoch, batch = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress.current
+    returned = epoch.processed == epoch.started and epoch.completed >= epoch.started - 1  # the epoch loop returned
+    in_batch_end = epoch.processed == epoch.started - 1 and batch.ready == batch.processed == batch.completed + 1
+    all_batches = all_batches_ready(trainer)
+    epochs = (saved["epoch_progress"]["total"], saved["epoch_progress"]["current"])
+    if all_batches and (returned or in_batch_end):
+        for counts in epochs:
+            counts["processed"] = counts["completed"] = counts["started"]
+        batches = saved["epoch_loop.batch_progress"]
+        batches["total"]["completed"] = batches["total"]["processed"]
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+        if in_batch_end:  # Lightning counts the batch for the loggers after its end hooks
+            count_logger_batch(saved)
+        saved.get("state_dict", {}).pop("combined_loader", None)
+    elif returned:
+        for counts in epochs:
+            counts["processed"] = counts["completed"] = counts["started"] - 1
+
+
 # ---- preemption ------------------------------------------------------------------------------------------
 
 
@@ -187,6 +233,16 @@ def csv_writer(logger, make_writer) -> ExperimentWriter:
         logger._fs.makedirs(logger.root_dir, exist_ok=True)
         logger._experiment = make_writer(logger.log_dir)
     return logger._experiment
+
+
+# ---- torchmetrics ---------------------------------------------------------------------------------------
+
+
+def inception_features_and_logits(net, images):
+    """torch-fidelity's InceptionV3 (as torchmetrics wraps it) on uint8 images: pool3 features and class logits
+    from one pass. Private (torchmetrics): `FeatureExtractorInceptionV3._torch_fidelity_forward`. Public API:
+    `forward`, which returns one head per call. Buys: FID and IS from one Inception pass instead of two."""
+    return net._torch_fidelity_forward(images)
 
 
 # ---- torch ----------------------------------------------------------------------------------------------

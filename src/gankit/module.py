@@ -96,6 +96,26 @@ class GANModule(AlternatingSteps):
         q_head = list(self.info.parameters()) if self.info is not None else []  # InfoGAN's Q: part of D
         return [*self.discriminator.parameters(), *q_head]
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "split_settings"):  # what was trained on, and so what is held out
+            checkpoint["data_split"] = datamodule.split_settings()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._restored_split = checkpoint.get("data_split")  # compared with this run's in on_train_start
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        datamodule, saved = getattr(self.trainer, "datamodule", None), getattr(self, "_restored_split", None)
+        if saved is not None and hasattr(datamodule, "split_settings") and saved != datamodule.split_settings():
+            raise ValueError(
+                f"the checkpoint was trained on data.limit / data.holdout / data.seed = {saved}, this run asks for "
+                f"{datamodule.split_settings()}: resumed, its held-out set would hold images D trained on. "
+                "Resume with the checkpoint's values (or start a new run)."
+            )
+
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if self.num_classes is not None and hasattr(datamodule, "class_weights"):

@@ -30,7 +30,6 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from gankit import lightning_compat as compat
-from gankit.checkpoints import keep_epoch_position
 from gankit.randomness import seed_training_stream, set_training_stream_state, training_stream_state
 
 log = logging.getLogger(__name__)
@@ -175,7 +174,7 @@ class AlternatingSteps(L.LightningModule):
         else:
             states = [state]
         checkpoint["training_stream"] = {"states": states}
-        keep_epoch_position(self.trainer, checkpoint)
+        compat.keep_epoch_position(self.trainer, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._restored_stream = checkpoint.get("training_stream")  # applied in on_train_start

@@ -242,7 +242,10 @@ class Evaluation(L.Callback):
 
     def cache_key(self, datamodule) -> dict:
         """Everything the real features depend on: the data module's identity, the reference subset, the features."""
-        identity = datamodule.heldout_identity() if self.real_split == "heldout" else datamodule.identity()
+        if hasattr(datamodule, "split_identity"):
+            identity = datamodule.split_identity(self.real_split)
+        else:
+            identity = datamodule.identity()
         return {
             "data": identity,
             "reference": {"num_real": self.num_real, "seed": self.seed, "stratified_by": self.labels_digest},
@@ -356,7 +359,10 @@ class Evaluation(L.Callback):
                 metric.update(self.real[rank::world], real=True)
             if name == "d_gap":  # D's logits on the fixed training and held-out samples, this rank's share
                 for is_heldout, (images, labels) in self.gap_samples.items():
-                    for part in torch.arange(len(images))[rank::world].split(self.batch_size):
+                    pack = getattr(pl_module, "pack", 1)  # D judges packs: whole ones only
+                    shard = torch.arange(len(images))[rank::world]
+                    shard = shard[: len(shard) // pack * pack]
+                    for part in shard.split(max(pack, self.batch_size // pack * pack)):
                         y = None if labels is None or pl_module.num_classes is None else labels[part]
                         metric.update(pl_module.d_scores(images[part], y), heldout=is_heldout)
         if world > 1:  # every rank samples with rank 0's batch-norm statistics: those of the saved weights

@@ -141,20 +141,26 @@ class GANDataModule(L.LightningDataModule):
     def identity(self) -> dict:
         """Everything the training images depend on: the key of every cache built from them (prepared
         data, real features). What is common here; what the images are made from is `source()`."""
-        identity = {
+        return {
             "data": type(self).__qualname__,
             "split": "train",
             "resolution": getattr(self, "resolution", None),
             "channels": getattr(self, "channels", None),
             **self.source(),
         }
-        if self.limit is not None or self.holdout is not None:  # the subset trained on (earlier caches keep their key)
+
+    def split_identity(self, split: str = "train") -> dict:
+        """What the training subset (`split="train"`) or the held-out set (`"heldout"`) depends on: the whole
+        set's identity and how it was cut (the key of real-feature caches; the prepared cache of the whole
+        set keys on `identity()` alone, so a new limit does not prepare the images again)."""
+        identity = {**self.identity(), "split": split}
+        if self.limit is not None or self.holdout is not None:  # unlimited sets keep their earlier keys
             identity["subset"] = {"limit": self.limit, "holdout": self.holdout, "seed": self.seed}
         return identity
 
-    def heldout_identity(self) -> dict:
-        """What the held-out images depend on (the key of caches built from them)."""
-        return {**self.identity(), "split": "heldout"}
+    def split_settings(self) -> dict:
+        """data.limit / data.holdout / data.seed as this data module applies them (saved in checkpoints)."""
+        return {"limit": self.limit, "holdout": self.holdout, "seed": self.seed}
 
     def source(self) -> dict:
         """What the images are made from and how: set name, files (with sizes and times), preprocessing."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gankit import lightning_compat as compat
 from gankit.metrics.digits import WEIGHTS as DIGITS_WEIGHTS
 from gankit.metrics.digits import load_digits_net
 
@@ -266,7 +267,7 @@ class InceptionFeatures(FeatureSpace):
         images = ((samples.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        features, logits = self.net._torch_fidelity_forward(images)  # both heads in one pass
+        features, logits = compat.inception_features_and_logits(self.net, images)  # both heads in one pass
         return Embedding(features.reshape(len(images), -1).float(), logits.float(), None)
 
 
