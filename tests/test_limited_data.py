@@ -271,3 +271,25 @@ def test_d_gap_packs_whole_groups(cfg_factory):
     cfg = cfg_factory("data=ring", "data.holdout=150", "model.pack=4", "metrics.evaluation.metrics=[modes,d_gap]",
                       "metrics.evaluation.num_samples=200", "g_steps=2")  # fmt: skip
     train(cfg)
+
+
+def test_ada_and_lecam_state_resumes_bit_exactly(cfg_factory):
+    """p, the r_t sums (saved mid-interval) and LeCam's averages are in the checkpoint: 2 + 3 generator steps
+    resumed from last.ckpt give the same weights and state as 5 straight."""
+    common = ("metrics=none", "data.limit=64", "model=dcgan_ada_lecam", "model.ada.interval=3", "model.ada.kimg=0.05",
+              "model.lecam.start=1")  # fmt: skip
+    straight = cfg_factory("g_steps=5", *common)
+    train(straight)
+    first = cfg_factory("g_steps=2", *common)
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = cfg_factory("g_steps=5", *common, f"ckpt_path={last}")
+    train(resumed)
+
+    def state(cfg):
+        return torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    a, b = state(straight), state(resumed)
+    assert a.keys() == b.keys() and float(a["augment_pipe.p"]) > 0
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
