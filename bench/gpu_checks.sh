@@ -32,7 +32,7 @@ $PY -c "import torch, lightning, torchmetrics; print('torch', torch.__version__,
 say "== gpu tests"
 SECONDS=0
 if [[ $DEVICE == cuda ]]; then
-  timeout 170 $PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -15 | tee -a "$REPORT"
+  timeout 170 $PY -m pytest -q -n 0 -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tail -15 | tee -a "$REPORT"
 fi
 say "(${SECONDS}s)"
 

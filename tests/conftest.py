@@ -19,6 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker (and what it starts) gets its share of the cores, not all of them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 def make_cfg(output_dir: Path, *overrides: str) -> DictConfig:
     """The composed training config with `debug=fast`, writing into `output_dir`."""
     GlobalHydra.instance().clear()
