@@ -5,7 +5,8 @@
 
 Each (variant, seed) is `python train.py <overrides> <variant overrides> seed=<s> logger=csv` in
 its own process and run directory under --out; --parallel runs that many at once, each on
-cores / parallel threads (--threads to set it). The last evaluation's --keys are read from each run's csv/metrics.csv;
+cores / parallel threads (--threads to set it). A run that finished before (a second call with the same
+--out) is read, not run again; one that was cut off resumes from its last checkpoint (ckpt_path=auto). The last evaluation's --keys are read from each run's csv/metrics.csv;
 the table gives mean +- std over seeds and the mean wall time of a run. It is also written to
 <out>/table.md, with every run's numbers in <out>/runs.csv.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -34,9 +36,32 @@ def last_values(metrics_csv: Path, keys: list[str]) -> dict[str, float]:
     return found
 
 
+DONE = "seed_table.json"  # written into a run's directory when it finished: its wall time
+
+
+def finished_seconds(run_dir: Path) -> float | None:
+    """The wall time of a run that finished under an earlier call, or None.
+
+    Runs from before the DONE file existed count when their train.log ends with training's "Done"
+    line; their time is the log's first to last timestamp (the ~5 s of imports before it are left out)."""
+    if (run_dir / DONE).exists():
+        return json.loads((run_dir / DONE).read_text())["seconds"]
+    log = run_dir / "train.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    done = [line for line in lines if "[gankit.training][INFO] - Done:" in line]
+    if not done:
+        return None
+    stamp = lambda line: time.mktime(time.strptime(line[1:20], "%Y-%m-%d %H:%M:%S"))  # noqa: E731
+    return stamp(done[-1]) - stamp(lines[0])
+
+
 def run_one(name: str, overrides: list[str], seed: int, out: Path, threads: int) -> dict:
     run_dir = out / name / f"seed{seed}"
-    command = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", "logger=csv"]
+    seconds = finished_seconds(run_dir)
+    if seconds is not None:
+        print(f"  {name} seed {seed}: finished before ({seconds:.0f} s), read from {run_dir}", flush=True)
+        return {"variant": name, "seed": seed, "seconds": seconds, "run_dir": str(run_dir)}
+    command = [sys.executable, str(ROOT / "train.py"), *overrides, f"seed={seed}", "logger=csv", "ckpt_path=auto"]
     command.append(f"hydra.run.dir={run_dir}")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
@@ -44,6 +69,7 @@ def run_one(name: str, overrides: list[str], seed: int, out: Path, threads: int)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{name} seed {seed} failed:\n{result.stderr[-3000:]}")
+    (run_dir / DONE).write_text(json.dumps({"seconds": seconds}))
     print(f"  {name} seed {seed}: {seconds:.0f} s", flush=True)
     return {"variant": name, "seed": seed, "seconds": seconds, "run_dir": str(run_dir)}
 
