@@ -9,8 +9,10 @@ from it (so they survive a restart with the checkpoint, and need no state of the
 Building blocks any recipe switches on by config: PacGAN packing (`pack`), DiffAugment
 (`augment`), adaptive augmentation (`ada`, gankit.ada), the WGAN-GP gradient penalty (`gp_weight`),
 R1 (`r1_gamma`, lazily every `r1_every` D steps, until generator step `r1_until`), LeCam (`lecam`,
-gankit.lecam), gradient-norm clipping, a generator EMA, separate G / D optimizers (TTUR) and top-k
-training (`top_k`: G learns from the fakes D rates best). Spectral
+gankit.lecam), gradient-norm clipping, a generator EMA (a decay per step, or StyleGAN's half-life in
+images), separate G / D optimizers (TTUR), top-k training (`top_k`: G learns from the fakes D rates
+best), and for a style-based G, style mixing (`style_mixing`, gankit.style_mixing) and the lazy
+path-length penalty (`path_length`, gankit.path_length: its own G step). Spectral
 norm lives in the networks (`discriminator.spectral_norm`). How the steps run under Lightning
 (frozen networks, fast optimizer steps, logging, resume) is `AlternatingSteps`' business.
 """
@@ -27,9 +29,11 @@ from gankit.infogan import InfoCodes
 from gankit.lecam import LeCam
 from gankit.losses import get_loss, top_k
 from gankit.module_base import AlternatingSteps, OptimizerFactory, SchedulerFactory
+from gankit.path_length import PathLength, lazy_corrected
 from gankit.randomness import labels_in_proportion
 from gankit.recipe_checks import check_recipe
 from gankit.regularizers import gradient_penalty, pack, r1_penalty
+from gankit.style_mixing import check_style_mixing, mixed_styles
 
 
 class GANModule(AlternatingSteps):
@@ -46,6 +50,8 @@ class GANModule(AlternatingSteps):
         g_clip_norm: float | None = None,
         d_clip_norm: float | None = None,
         ema_decay: float | None = None,
+        ema_kimg: float | None = None,
+        ema_rampup: float | None = None,
         g_scheduler: SchedulerFactory | None = None,
         d_scheduler: SchedulerFactory | None = None,
         pack: int = 1,
@@ -60,9 +66,16 @@ class GANModule(AlternatingSteps):
         top_k: dict | None = None,
         ada: dict | None = None,
         lecam: dict | None = None,
+        style_mixing: float | None = None,
+        path_length: dict | None = None,
         compile: bool | dict | None = None,
         channels_last: bool = False,
     ) -> None:
+        style_mixing = check_style_mixing(generator, style_mixing)
+        path_length = PathLength(**path_length) if path_length is not None else None
+        if path_length is not None:
+            check_style_mixing(generator, 1.0 if style_mixing == 0 else style_mixing)  # the same need: per-layer ws
+            g_optimizer = lazy_corrected(g_optimizer, path_length.every)  # its own steps: k + 1 per k
         super().__init__(
             optimizers={"g": g_optimizer, "d": d_optimizer},
             schedulers={"g": g_scheduler, "d": d_scheduler},
@@ -86,7 +99,9 @@ class GANModule(AlternatingSteps):
         self.augment_pipe = AdaptiveAugment(**ada) if ada is not None else None  # ADA: p and r_t in the checkpoint
         self.lecam = LeCam(**lecam) if lecam is not None else None  # its two averages in the checkpoint
         self.info = InfoCodes(self.latent_dim, discriminator.feature_dim, **info) if info else None
-        self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay is not None else None
+        self.style_mixing, self.path_length = style_mixing, path_length  # path_length's running mean: a buffer
+        use_ema = ema_decay is not None or ema_kimg is not None
+        self.generator_ema = GeneratorEMA(generator, ema_decay, ema_kimg, ema_rampup) if use_ema else None
         if self.num_classes is not None:  # the training labels' class shares (set at fit start; saved)
             self.register_buffer("class_weights", torch.full((self.num_classes,), 1.0 / self.num_classes))
 
@@ -157,10 +172,14 @@ class GANModule(AlternatingSteps):
         opt_g, opt_d = self.optimizers()
         out = self.d_step(real, y_real, opt_d)
         if self.d_steps % self.n_critic == 0:  # this batch closes a cycle: one G step
+            pl_due = self.path_length is not None and self.path_length.due(self.g_steps)
             out["g_loss"] = self.g_step(len(real), opt_g)
+            if pl_due:
+                self.path_length_step(len(real), opt_g)
             self.step_schedulers()
             if self.generator_ema is not None:
-                self.generator_ema.update(self.generator, step=self.g_steps)
+                batch = len(real) * self.trainer.world_size
+                self.generator_ema.update(self.generator, self.g_steps, batch=batch, images_seen=self.images_seen)
         self.publish_scalars()
         return out  # detached: read by callbacks (e.g. the non-finite loss guard)
 
@@ -212,6 +231,17 @@ class GANModule(AlternatingSteps):
         self.log_scalar("train/g_loss", g_loss.detach(), prog_bar=True)
         return g_loss.detach()
 
+    def path_length_step(self, n: int, opt_g) -> None:
+        """G's lazy regulariser, on its own optimizer step (NVlabs' Greg phase): the path-length penalty on
+        n // batch_shrink fakes (mixed styles, as the main step's), times its interval."""
+        with self.training_only("g"):
+            z, y, _ = self.latents(max(1, n // self.path_length.batch_shrink))
+            ws = mixed_styles(self.generator, z, y, self.style_mixing)
+            penalty = self.path_length(self.generator.synthesis(ws), ws)
+            self.regularization_step(opt_g, penalty)
+        self.log_scalar("train/pl_penalty", penalty.detach() / (self.path_length.weight * self.path_length.every))
+        self.log_scalar("train/pl_mean", self.path_length.mean)
+
     def d_penalties(self, real_in: Tensor, fake_in: Tensor, y_real: Tensor | None, d_real: Tensor | None):
         """What D's loss adds (0 when nothing is on): the WGAN-GP penalty, gp_weight * E[(|grad D(x_mix)| - 1)^2],
         and lazy R1, (r1_gamma / 2) * r1_every * E[|grad D(x_real)|^2] on the D steps where `d_real` (D's logits on
@@ -246,13 +276,18 @@ class GANModule(AlternatingSteps):
     # ---- what the networks see ------------------------------------------------------------------
     def generate(self, n: int) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
         """n fakes from the training noise stream: (images, their classes or None, InfoGAN's codes or None)."""
+        z, y, codes = self.latents(n)
+        if self.style_mixing:
+            return self.generator.synthesis(mixed_styles(self.generator, z, y, self.style_mixing)), y, codes
+        return self._g(z, y), y, codes
+
+    def latents(self, n: int) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor] | None]:
+        """n latents from the training noise stream, with random classes (conditional) and InfoGAN's codes."""
         y = None if self.num_classes is None else torch.randint(self.num_classes, (n,), device=self.device)
         if self.info is None:
-            z, codes = self.sample_latent(n), None
-        else:
-            z, cat, cont = self.info.sample(n, device=self.device)
-            codes = (cat, cont)
-        return self._g(z, y), y, codes
+            return self.sample_latent(n), y, None
+        z, cat, cont = self.info.sample(n, device=self.device)
+        return z, y, (cat, cont)
 
     def d_input(self, x: Tensor) -> Tensor:
         """What D sees of a batch: ADA, DiffAugment (same policy for real and fake), then PacGAN packing."""

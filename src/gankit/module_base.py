@@ -206,6 +206,26 @@ class AlternatingSteps(L.LightningModule):
             self.manual_backward(loss)
         optimizer.step()  # Lightning's: its step count, then on_before_optimizer_step (clipping, norms)
 
+    def regularization_step(self, optimizer, loss: Tensor) -> None:
+        """One more step of `optimizer` on a lazy regulariser's loss alone (StyleGAN2's "reg" phases).
+
+        The step goes to the torch optimizer under Lightning's wrapper (its public `.optimizer`), so Lightning
+        does not count it: `global_step`, and so g_steps and d_steps, keep counting the main steps. Under fp16
+        the precision plugin's GradScaler scales, steps and updates as for a main step; no clipping (as NVlabs).
+        """
+        raw = optimizer.optimizer
+        raw.zero_grad(set_to_none=True)
+        if self._plain_backward:
+            loss.backward()
+        else:
+            self.manual_backward(loss)  # DDP's gradient sync, the scaler's loss scaling
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            scaler.step(raw)
+            scaler.update()
+        else:
+            raw.step()
+
     def _unheard(self, *hooks: str) -> bool:
         """One process, no loss scaling (fp32 or bf16), no profiler, and no callback (nor this module) implementing
         any of `hooks`: then Lightning's calls around a backward only dispatch hooks nobody listens to, over every
