@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU measurement the open issues ask for, in one run of under 10 minutes on one CUDA GPU:
 #   - the gpu tests (tests/test_gpu.py: penalties, recipes, ADA + LeCam in fp16 / bf16, fused Adam's unscale
-#     before clipping, exact resume with deterministic kernels);
+#     before clipping, exact resume with deterministic kernels, StyleGAN2 in fp16 / bf16 / compiled);
+#   - StyleGAN2's throughput and MFU (the small preset and the cifar config; compiled in bf16);
 #   - the framework's tax on a GPU step (bench/step_overhead.py: DCGAN-32 and DCGAN-64, ratio to raw,
 #     and Lightning's own floor: the raw step inside a minimal LightningModule);
 #   - throughput and MFU (bench/throughput.py: DCGAN-32 / DCGAN-64 / SNGAN-32, batch 64 / 128 / 256,
@@ -47,6 +48,14 @@ say "(${SECONDS}s)"
 say "== throughput and MFU, eager"
 SECONDS=0
 timeout 120 $PY bench/throughput.py --device $DEVICE --steps $TSTEPS --no-compile 2>&1 | filter | grep -E "^\||device" \
+  | tee -a "$REPORT"
+say "(${SECONDS}s)"
+say "== StyleGAN2 throughput and MFU (the small preset and NVlabs' cifar config at 32x32), eager, and compiled"
+SECONDS=0
+timeout 150 $PY bench/throughput.py --device $DEVICE --steps $TSTEPS --nets stylegan2_32 stylegan2_cifar --batches 64 \
+  --no-compile --no-raw 2>&1 | filter | grep -E "^\||device" | tee -a "$REPORT"
+timeout 120 $PY bench/throughput.py --device $DEVICE --steps $TSTEPS --nets stylegan2_cifar --batches 64 \
+  --precisions bf16-mixed --no-raw --compile-mode max-autotune-no-cudagraphs 2>&1 | filter | grep -E "^\| stylegan|compiled" \
   | tee -a "$REPORT"
 say "(${SECONDS}s)"
 say "== compiled vs eager (DCGAN-64, batch 256; CUDA graphs through reduce-overhead)"

@@ -104,7 +104,7 @@ def raw_step(module, opt_g, opt_d, batch, backward=lambda loss: loss.backward())
     opt_g.step()
     d.requires_grad_(True)
     if module.generator_ema is not None:  # the recipe's EMA (model=dcgan_ema, the default), as a raw loop does it
-        ema, decay = module.generator_ema.module, module.generator_ema.decay
+        ema, decay = module.generator_ema.module, module.generator_ema.beta(10**6, n, 10**9)  # past any warm-up
         torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in g.parameters()], 1 - decay)
         if buffers := list(g.buffers()):
             torch._foreach_copy_(list(ema.buffers()), buffers)

@@ -33,6 +33,8 @@ NETS = {
     "dcgan32": ["data.resolution=32"],
     "dcgan64": ["data.resolution=64"],
     "sngan32": ["model=sngan", "data.resolution=32"],
+    "stylegan2_32": ["model=stylegan2", "data.resolution=32"],  # the small CPU preset
+    "stylegan2_cifar": ["model=stylegan2_cifar", "data.resolution=32"],  # NVlabs' cifar config
     # the grid recipe's 3x256 MLPs on 2D points ("images" = points); without R1, whose double backward
     # torch.compile cannot trace (g_steps: only the length of its LR schedule here)
     "mlp2d": ["data=grid", "model=gan_mlp_grid", "model.r1_gamma=null", "g_steps=100000"],
@@ -85,7 +87,7 @@ def step_flops(cfg, device: torch.device, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--nets", nargs="+", default=[n for n in NETS if n != "mlp2d"])
+    parser.add_argument("--nets", nargs="+", default=["dcgan32", "dcgan64", "sngan32"])
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 128, 256])
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--steps", type=int, default=60, help="generator steps timed (after 5 warm-up)")

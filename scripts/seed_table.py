@@ -5,10 +5,11 @@
 
 Each (variant, seed) is `python train.py <overrides> <variant overrides> seed=<s> logger=csv` in
 its own process and run directory under --out; --parallel runs that many at once, each on
-cores / parallel threads (--threads to set it). A run that finished before (a second call with the same
---out) is read, not run again; one that was cut off resumes from its last checkpoint (ckpt_path=auto). The last evaluation's --keys are read from each run's csv/metrics.csv;
-the table gives mean +- std over seeds and the mean wall time of a run. It is also written to
-<out>/table.md, with every run's numbers in <out>/runs.csv.
+cores / parallel threads (--threads to set it). A run that finished before (a second call with the
+same --out) is read, not run again; one that was cut off resumes from its last checkpoint
+(ckpt_path=auto; its wall time is then the resumed part's). The last evaluation's --keys are read
+from each run's csv/metrics.csv; the table gives mean +- std over seeds and the mean wall time of a
+run. It is also written to <out>/table.md, with every run's numbers in <out>/runs.csv.
 """
 
 from __future__ import annotations

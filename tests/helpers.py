@@ -15,8 +15,9 @@ class ReplicaDigest(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         params = {k: p.detach().cpu() for k, p in pl_module.named_parameters() if p.requires_grad}
+        buffers = {k: b.detach().cpu() for k, b in pl_module.named_buffers()}
         torch.save(
-            {"params": params, "seen": self.seen, "g_steps": pl_module.g_steps},
+            {"params": params, "buffers": buffers, "seen": self.seen, "g_steps": pl_module.g_steps},
             f"{self.dirpath}/weights_rank{trainer.global_rank}.pt",
         )
 

@@ -89,7 +89,8 @@ def test_help_lists_the_config_groups():
     assert result.returncode == 0
     for group in (
         "model: cgan, cgan_dcgan, cgan_mlp, dcgan, dcgan_ada, dcgan_ada_lecam, dcgan_ema, dcgan_minimax, dcgan_r1,"
-        " gan_mlp, gan_mlp_grid, gan_mlp_r1, infogan, lsgan, sngan, wgan_gp",
+        " gan_mlp, gan_mlp_grid, gan_mlp_r1, infogan, lsgan, sngan, stylegan2, stylegan2_ada, stylegan2_cifar,"
+        " stylegan2_paper256, wgan_gp",
         "data: celeba, cifar10, grid, image_folder, mnist, mnist_full, ring, stacked_mnist",
         "metrics: base, digits, digits_heldout, inception, mixture, none, stacked_mnist",
         "logger: csv, none, tensorboard, wandb",

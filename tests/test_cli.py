@@ -48,12 +48,19 @@ def test_wandb_falls_back_to_offline_when_the_server_is_unreachable(tmp_path, mo
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="DDP with 2 processes needs 2 cores")
 @pytest.mark.parametrize(
-    "recipe", [[], ["model=wgan_gp", "model.r1_gamma=1.0", "g_steps=2"]], ids=["dcgan", "penalties"]
+    "recipe",
+    [
+        [],
+        ["model=wgan_gp", "model.r1_gamma=1.0", "g_steps=2"],
+        ["model=stylegan2", "model.path_length.every=2", "model.r1_every=2", "g_steps=2"],
+    ],
+    ids=["dcgan", "penalties", "stylegan2"],
 )
 def test_ddp_two_processes_keep_replicas_identical(tmp_path, recipe):
     """Both ranks train on different shards; gradients are averaged, so weights stay equal.
 
-    With the gradient penalty and R1 (double backward through D) as well.
+    With the gradient penalty and R1 (double backward through D) as well; StyleGAN2 with style mixing and
+    the path-length step (its own optimizer step, its running mean averaged over the ranks).
     """
     result = run_cli(
         "debug=fast",
@@ -73,6 +80,9 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path, recipe):
     for name in rank0["params"]:
         torch.testing.assert_close(rank0["params"][name], rank1["params"][name], msg=name)
     assert rank0["g_steps"] == rank1["g_steps"] == (2 if recipe else 3)
+    if "path_length.mean" in rank0["buffers"]:
+        assert float(rank0["buffers"]["path_length.mean"]) > 0
+        assert torch.equal(rank0["buffers"]["path_length.mean"], rank1["buffers"]["path_length.mean"])
 
 
 def test_wandb_credentials_from_netrc(tmp_path, monkeypatch):

@@ -134,3 +134,26 @@ def test_ada_and_lecam_train_on_cuda_in_mixed_precision(cfg_factory, precision):
     assert torch.isfinite(state["lecam.ema_real"]) and torch.isfinite(state["lecam.ema_fake"])
     rows = read_metrics(Path(cfg.paths.output_dir))
     assert all(torch.isfinite(torch.tensor(float(r["train/d_loss"]))) for r in rows if r.get("train/d_loss"))
+
+
+@pytest.mark.parametrize(
+    ("precision", "extra"),
+    [("16-mixed", ["model.generator.conv_clamp=256", "model.discriminator.conv_clamp=256"]), ("bf16-mixed", []),
+     ("32-true", ["model.compile=true"])],
+    ids=["fp16_clamped", "bf16", "compiled"],
+)  # fmt: skip
+def test_stylegan2_trains_on_cuda(cfg_factory, precision, extra):
+    """StyleGAN2's pure-PyTorch layers under fp16 (activations clamped), bf16 and torch.compile, with style mixing,
+    lazy R1 and the path-length step: finite losses, and the path-length mean and w_avg move."""
+    cfg = cfg_factory("trainer.accelerator=gpu", f"trainer.precision={precision}", "model=stylegan2", "g_steps=8",
+                      "metrics=none", "data.resolution=32", "model.path_length.every=2", "model.r1_every=2",
+                      *extra)  # fmt: skip
+    train(cfg)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert float(state["path_length.mean"]) > 0 and torch.isfinite(state["path_length.mean"])
+    assert (
+        torch.isfinite(state["generator.mapping_net.w_avg"]).all()
+        and state["generator.mapping_net.w_avg"].abs().sum() > 0
+    )
+    rows = read_metrics(Path(cfg.paths.output_dir))
+    assert all(torch.isfinite(torch.tensor(float(r["train/g_loss"]))) for r in rows if r.get("train/g_loss"))

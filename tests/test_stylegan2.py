@@ -7,9 +7,11 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from gankit.ema import GeneratorEMA, half_life_beta
 from gankit.networks.stylegan2 import Discriminator, Generator
@@ -249,3 +251,35 @@ def test_a_bad_setting_from_the_command_line_is_one_line(tmp_path):
     result = run_cli("debug=fast", "model=stylegan2", "model.generator.mapping_layers=0", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "model.generator.mapping_layers must be an integer >= 1" in result.stderr.strip().splitlines()[-1]
+
+
+def test_generate_writes_the_truncation_row_style_mixing_grid_and_w_interpolation(tmp_path):
+    from tests.test_generate import train_then_generate
+
+    args = ["num_samples=4", "interpolation.rows=3", "interpolation.steps=5", "nrow=4", "truncation_psi=0.7"]
+    out = train_then_generate(tmp_path, ["model=stylegan2"], args)
+    tile = 18  # 16 px images, 2 px padding
+    assert Image.open(out / "truncation.png").size == (5 * tile + 2, 3 * tile + 2)  # psi 1 .. 0, one row per latent
+    assert Image.open(out / "style_mixing.png").size == (5 * tile + 2, 4 * tile + 2)  # sources + 4 x 3 cells
+    assert Image.open(out / "interpolation_w.png").size == (5 * tile + 2, 3 * tile + 2)
+    truncation = np.asarray(Image.open(out / "truncation.png").convert("L"))
+    last = [truncation[2 + r * tile : (r + 1) * tile, 2 + 4 * tile : 5 * tile] for r in range(3)]
+    assert np.array_equal(last[0], last[1]) and np.array_equal(last[0], last[2])  # psi = 0: every row is w_avg's image
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (4, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
+
+
+def test_truncation_psi_is_checked(cfg_factory):
+    from hydra.utils import instantiate
+
+    stylegan = instantiate(cfg_factory("model=stylegan2").model)
+    for bad in (1.5, -0.1, "half", True):
+        with pytest.raises(ValueError, match="truncation_psi must be a number in"):
+            stylegan.set_truncation(bad)
+    stylegan.set_truncation(0.5)
+    z = torch.randn(3, stylegan.latent_dim)
+    torch.testing.assert_close(stylegan.sample(z, ema=False), stylegan.generator.eval()(z, truncation_psi=0.5))
+    dcgan = instantiate(cfg_factory("model=dcgan_ema").model)
+    with pytest.raises(ValueError, match="truncation_psi=0.5 needs a style-based generator"):
+        dcgan.set_truncation(0.5)
+    dcgan.set_truncation(1.0)

@@ -32,6 +32,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     check_types(cfg)
     device = pick_device(cfg.device)
     train_cfg, module, g_step = load_module(cfg.ckpt_path, cfg.paths, device)
+    module.set_truncation(cfg.get("truncation_psi", 1.0))
     metrics_cfg, run_metrics = cfg.get("metrics"), train_cfg.get("metrics")
     chosen = metrics_cfg is not None and "_target_" in metrics_cfg.get("evaluation", {})
     if metrics_cfg and run_metrics and not chosen:  # +metrics.evaluation.num_samples=...: the run's, resized
@@ -64,7 +65,10 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
         "g_step": g_step,
         "metrics": results,
-        "protocol": evaluation.protocol(),
+        "protocol": {
+            **evaluation.protocol(),
+            **({"truncation_psi": module.truncation_psi} if module.truncation_psi != 1 else {}),
+        },
     }
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)

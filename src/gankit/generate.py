@@ -7,6 +7,11 @@ Writes into the job's run directory (logs/generate/runs/<time>/):
   the improbable, low-norm middle) in `steps` steps (images only);
 - conditional models: `classes.png`, a row per class; InfoGAN: `traversal_categorical.png` and
   `traversal_continuous_<i>.png`, one code varied, the others fixed;
+- a style-based generator (StyleGAN2): `truncation.png` (each row one latent, psi from 1 to 0
+  left to right: towards the average w), `style_mixing.png` (the top row's and left column's
+  sources; cell (r, c) takes row r's coarse styles, the layers before `style_mixing_cutoff`, and
+  column c's fine ones), `interpolation_w.png` (straight lines in W, where the mapping network has
+  made the space flatter than Z); `truncation_psi` < 1 truncates every sample and picture;
 - `samples.npy`: `num_samples` raw samples, float32 in the generator's range ([-1, 1] images as
   [N, C, H, W], or [N, 2] points), and `samples/000000.png`, ... as 8-bit images, for external scorers.
 """
@@ -62,6 +67,7 @@ def _generate(cfg: DictConfig) -> Path:
         raise ValueError("interpolation.rows >= 1 and interpolation.steps >= 2")
     device = pick_device(cfg.device)
     train_cfg, module, g_step = load_module(cfg.ckpt_path, cfg.paths, device)
+    module.set_truncation(cfg.get("truncation_psi", 1.0))
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -102,6 +108,8 @@ def _generate(cfg: DictConfig) -> Path:
         class_grid(module, cfg, rng, out)
     if not points and module.info is not None:
         traversals(module, cfg, rng, out)
+    if hasattr(module.generator, "mapping"):
+        style_pictures(module, cfg, rng, out)
 
     samples = draw(module.sample_latent(cfg.num_samples, rng))
     np.save(out / "samples.npy", samples.numpy().astype(np.float32))
@@ -147,3 +155,46 @@ def traversals(module, cfg: DictConfig, rng: torch.Generator, out: Path) -> None
         cont[:, i] = torch.linspace(-2, 2, steps, device=base.device).repeat(cfg.interpolation.rows)
         z = info.compose(base[:, : info.noise_dim], cat, cont)
         _save_rows(module.sample(z, ema=cfg.ema), steps, out / f"traversal_continuous_{i}.png")
+
+
+@torch.no_grad()
+def style_pictures(module, cfg: DictConfig, rng: torch.Generator, out: Path) -> None:
+    """A style-based G: `truncation.png`, `style_mixing.png` and `interpolation_w.png` (see the module's docstring)."""
+    net = module.sampler(cfg.ema)
+    was_training = net.training
+    net.eval()  # fixed noise maps, no w_avg update
+    try:
+        rows, steps, psi = cfg.interpolation.rows, cfg.interpolation.steps, module.truncation_psi
+        w_avg = net.w_avg
+
+        def mapped(n: int) -> Tensor:  # [n, num_ws, w_dim] at the chosen truncation
+            ws = net.mapping(module.sample_latent(n, rng), module.balanced_labels(n))
+            return w_avg + psi * (ws - w_avg)
+
+        def synthesis(ws: Tensor) -> Tensor:
+            return torch.cat([net.synthesis(part).float().cpu() for part in ws.split(cfg.batch_size)])
+
+        ws = net.mapping(module.sample_latent(rows, rng), module.balanced_labels(rows))  # untruncated rows
+        psis = torch.linspace(1, 0, steps, device=ws.device)[None, :, None, None]
+        frames = w_avg + psis * (ws[:, None] - w_avg)  # [rows, steps, num_ws, w_dim]
+        _save_rows(synthesis(frames.flatten(0, 1)), steps, out / "truncation.png")
+
+        cutoff = cfg.get("style_mixing_cutoff") or net.num_ws // 2
+        if not 1 <= cutoff < net.num_ws:
+            raise ValueError(f"style_mixing_cutoff must lie in 1..{net.num_ws - 1} (this G has {net.num_ws} styles)")
+        row_ws, col_ws = mapped(rows), mapped(cfg.nrow)
+        mixed = torch.cat([row_ws[:, None, :cutoff].expand(-1, cfg.nrow, -1, -1),
+                           col_ws[None, :, cutoff:].expand(rows, -1, -1, -1)], dim=2)  # fmt: skip
+        row_images, col_images = synthesis(row_ws), synthesis(col_ws)
+        cells = synthesis(mixed.flatten(0, 1)).reshape(rows, cfg.nrow, *row_images.shape[1:])
+        corner = torch.ones_like(row_images[:1])  # white
+        top = torch.cat([corner, col_images])
+        grid = torch.cat([top[None], torch.cat([row_images[:, None], cells], dim=1)])  # [rows + 1, nrow + 1, ...]
+        _save_rows(grid.flatten(0, 1), cfg.nrow + 1, out / "style_mixing.png")
+
+        ends = mapped(2 * rows)
+        t = torch.linspace(0, 1, steps, device=ends.device)[None, :, None, None]
+        path = ends[0::2, None] + t * (ends[1::2, None] - ends[0::2, None])  # lerp in W
+        _save_rows(synthesis(path.flatten(0, 1)), steps, out / "interpolation_w.png")
+    finally:
+        net.train(was_training)

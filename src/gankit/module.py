@@ -332,18 +332,36 @@ class GANModule(AlternatingSteps):
         """Labels 0, 1, ..., K-1, 0, 1, ... for n samples of a conditional model; None otherwise."""
         return None if self.num_classes is None else torch.arange(n, device=self.device) % self.num_classes
 
+    truncation_psi = 1.0  # sample()'s truncation, for a style-based G (set_truncation)
+
+    def set_truncation(self, psi: float) -> None:
+        """Sample at truncation psi from now on: w = w_avg + psi * (w - w_avg) (generate / eval truncation_psi)."""
+        if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not 0 <= psi <= 1:
+            raise ValueError(f"truncation_psi must be a number in [0, 1] (1: no truncation), got {psi!r}")
+        if psi != 1 and not hasattr(self.generator, "mapping"):
+            raise ValueError(
+                f"truncation_psi={psi} needs a style-based generator (model=stylegan2), and this checkpoint's is "
+                f"{type(self.generator).__module__}.{type(self.generator).__name__}: leave truncation_psi at 1"
+            )
+        self.truncation_psi = float(psi)
+
+    def sampler(self, ema: bool = True) -> nn.Module:
+        """The generator samples come from: the EMA one when there is one and `ema`, else the live one."""
+        return self._ema_generator() if ema and self.generator_ema is not None else self.generator
+
     @torch.no_grad()
     def sample(self, z: Tensor, ema: bool = True, labels: Tensor | None = None) -> Tensor:
         """Samples for latents z (and labels, for a conditional model: balanced by default), from the EMA
-        generator when there is one, in eval mode."""
-        net = self._ema_generator() if ema and self.generator_ema is not None else self.generator
+        generator when there is one, in eval mode (a style-based G: at `truncation_psi`)."""
+        net = self.sampler(ema)
+        kwargs = {"truncation_psi": self.truncation_psi} if self.truncation_psi != 1 else {}
         was_training = net.training
         net.eval()
         try:
             if self.num_classes is None:
-                return net(z.to(self.device))
+                return net(z.to(self.device), **kwargs)
             labels = self.balanced_labels(len(z)) if labels is None else labels.to(self.device)
-            return net(z.to(self.device), labels)
+            return net(z.to(self.device), labels, **kwargs)
         finally:
             net.train(was_training)
 

@@ -114,7 +114,7 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor, noise_mode: str) -> tuple[Tensor, Tensor]:
         if self.const is not None:
-            x = self.const.to(ws.dtype).unsqueeze(0).expand(len(ws), -1, -1, -1)
+            x = self.const.to(ws.dtype).unsqueeze(0).repeat(len(ws), 1, 1, 1)  # a copy: a view trips FlopCounterMode
         for i, conv in enumerate(self.convs):
             x = conv(x, ws[:, i], noise_mode=noise_mode)
         y = self.torgb(x, ws[:, self.num_conv]).float()  # the image accumulates in float32, as NVlabs'
@@ -128,7 +128,9 @@ class Generator(nn.Module):
     `mapping(z, y, truncation_psi)` gives the per-layer styles ws [N, num_ws, w_dim]; `synthesis(ws)` the
     images. Truncation: w = w_avg + psi * (w - w_avg). Noise: drawn per pixel in training mode (the
     training stream); a fixed map per layer in eval mode, so that samples and metrics are functions of
-    the latents alone (`noise_mode` overrides: "random", "const", "none").
+    the latents alone (`noise_mode` overrides: "random", "const", "none"). The output has no tanh: D
+    trains on it as it is (as NVlabs'); in eval mode it is clamped to [-1, 1], the range every sample
+    consumer reads (NVlabs clamps when it converts to 8 bits).
     """
 
     def __init__(
@@ -183,7 +185,7 @@ class Generator(nn.Module):
         for block in self.blocks:
             x, img = block(x, img, ws[:, index : index + block.num_conv + 1], noise_mode)
             index += block.num_conv
-        return img
+        return img if self.training else img.clamp(-1, 1)
 
     def forward(self, z: Tensor, y: Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str | None = None):
         return self.synthesis(self.mapping(z, y, truncation_psi), noise_mode)
