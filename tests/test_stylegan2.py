@@ -283,3 +283,63 @@ def test_truncation_psi_is_checked(cfg_factory):
     with pytest.raises(ValueError, match="truncation_psi=0.5 needs a style-based generator"):
         dcgan.set_truncation(0.5)
     dcgan.set_truncation(1.0)
+
+
+# ---- perceptual path length ------------------------------------------------------------------------
+def test_ppl_slerp_follows_the_great_circle_and_scores_drop_the_outer_percentiles():
+    from gankit.generate import slerp as reference_slerp
+    from gankit.metrics.ppl import PathLengthScores, slerp
+
+    a, b = torch.randn(5, 8), torch.randn(5, 8)
+    t = torch.rand(5, 1)
+    expected = torch.stack([reference_slerp(a[i : i + 1], b[i : i + 1], t[i])[0, 0] for i in range(5)])
+    torch.testing.assert_close(slerp(a, b, t), expected / expected.norm(dim=1, keepdim=True), rtol=1e-4, atol=1e-5)
+    scores = torch.rand(1000).double() * 10
+    metric = PathLengthScores()
+    metric.update(scores[:600].float())
+    metric.update(scores[600:].float())
+    values = scores.float().double().numpy()
+    lo, hi = np.percentile(values, 1, method="lower"), np.percentile(values, 99, method="higher")
+    assert float(metric.compute()) == pytest.approx(values[(values >= lo) & (values <= hi)].mean(), rel=1e-6)
+
+
+def test_ppl_is_the_squared_directional_derivative_in_feature_space():
+    """d / eps^2 converges as eps shrinks (a derivative, not noise); a G that ignores w has path length 0."""
+    from gankit.metrics.ppl import feature_distance, path_lengths
+
+    g = tiny_g().eval()
+    with torch.no_grad():
+        for block in g.blocks:
+            for layer in block.convs:
+                layer.noise_strength.fill_(0.5)  # fixed noise maps: still deterministic in eval mode
+    distance = feature_distance(lambda images: images.flatten(1))
+    z0, z1, t = torch.randn(6, 8), torch.randn(6, 8), torch.rand(6)
+    for space in ("w", "z"):
+        coarse = path_lengths(g, distance, z0, z1, t, None, space, epsilon=1e-2)
+        fine = path_lengths(g, distance, z0, z1, t, None, space, epsilon=1e-3)
+        assert (coarse > 0).all()
+        torch.testing.assert_close(fine, coarse, rtol=0.1, atol=0)
+
+    class Constant(torch.nn.Module):  # mapping and synthesis that ignore the latent
+        def mapping(self, z, y=None):
+            return z[:, None, :]
+
+        def synthesis(self, ws, noise_mode=None):
+            return torch.ones(len(ws), 1, 4, 4)
+
+    zero = path_lengths(Constant(), distance, z0, z1, t, None, "w", epsilon=1e-4)
+    assert torch.equal(zero, torch.zeros(6))
+
+
+def test_ppl_through_training_and_refused_for_another_generator(cfg_factory, tmp_path):
+    ppl = ("metrics.evaluation.metrics=[fid,ppl]", "metrics.evaluation.ppl.num_samples=16")
+    cfg = cfg_factory("model=stylegan2", "g_steps=2", *ppl, "metrics.evaluation.ppl.sampling=full")
+    train(cfg)
+    from tests.test_training import read_metrics
+
+    rows = [r for r in read_metrics(Path(cfg.paths.output_dir)) if r.get("val/ppl")]
+    assert rows and all(float(r["val/ppl"]) > 0 for r in rows)
+    with pytest.raises(SystemExit, match="has ppl .perceptual path length., which needs a style-based generator"):
+        train(make_cfg(tmp_path / "dcgan", "model=dcgan_ema", *ppl))
+    with pytest.raises(SystemExit, match="metrics.evaluation.ppl: space in"):
+        train(make_cfg(tmp_path / "bad", "model=stylegan2", *ppl, "metrics.evaluation.ppl.space=x"))

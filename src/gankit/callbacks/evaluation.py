@@ -39,6 +39,7 @@ from gankit.metrics.features import FeatureSpace
 from gankit.metrics.generalization import DataCopying, DGap
 from gankit.metrics.manifold import DensityCoverage, PrecisionRecall
 from gankit.metrics.modes import ClassModes
+from gankit.metrics.ppl import PathLengthScores, check_ppl, feature_distance, lpips_distance, path_lengths
 from gankit.metrics.sampled import OrderFreeIS, OrderFreeKID
 from gankit.randomness import labels_in_proportion, reference_indices
 
@@ -92,6 +93,7 @@ class Evaluation(L.Callback):
         best_path: str | None = None,
         reference: str = "auto",
         copying_cells: int = 50,
+        ppl: dict | None = None,
     ) -> None:
         super().__init__()
         if reference not in ("auto", "train", "heldout"):
@@ -107,6 +109,10 @@ class Evaluation(L.Callback):
             raise ValueError("metrics.evaluation: num_samples >= 2, every_n_g_steps >= 1 and batch_size >= 1")
         if every_n_kimg is not None and not 0 < every_n_kimg < float("inf"):
             raise ValueError(f"metrics.evaluation.every_n_kimg must be positive (or null), got {every_n_kimg}")
+        self.ppl = {"space": "w", "sampling": "end", "epsilon": 1e-4, "distance": "features", "num_samples": 1000,
+                    **(ppl or {})}  # fmt: skip
+        if "ppl" in metrics:
+            check_ppl(self.ppl["space"], self.ppl["sampling"], self.ppl["epsilon"], self.ppl["distance"])
         self.features, self.metrics = features, tuple(metrics)
         self.cache_dir = Path(cache_dir).expanduser()
         self.dirpath = Path(dirpath) if dirpath else None
@@ -155,6 +161,7 @@ class Evaluation(L.Callback):
 
     # ---- set-up: checks that fail at start, real features from the cache --------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_model(pl_module)
         self.prepare(trainer.datamodule, pl_module.device, write_cache=trainer.is_global_zero)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
@@ -348,12 +355,49 @@ class Evaluation(L.Callback):
             log.info("Best %s so far (%.4g at generator step %d): %s", self.best_metric, value, g_step, self.best_path)
 
     # ---- scoring (no Trainer needed) --------------------------------------------------------
+    def check_model(self, pl_module) -> None:
+        """What the chosen metrics need of the model (at start: one message, nothing trained)."""
+        if "ppl" in self.metrics and not hasattr(pl_module.generator, "mapping"):
+            raise ValueError(
+                "metrics.evaluation.metrics has ppl (perceptual path length), which needs a style-based generator "
+                f"(model=stylegan2); this model's is {type(pl_module.generator).__name__}: leave ppl out"
+            )
+
+    def path_length_scores(self, pl_module, metric, rank: int, world: int) -> None:
+        """PPL: this rank's share of the fixed pairs (z0, z1, t) from the seed, scored into `metric`."""
+        settings, device = self.ppl, pl_module.device
+        rng = torch.Generator().manual_seed(self.seed + 1)  # not the samples' latents: a stream of its own
+        n = settings["num_samples"]
+        z0, z1 = pl_module.sample_latent(n, rng), pl_module.sample_latent(n, rng)
+        t = torch.rand(n, generator=rng) * (1.0 if settings["sampling"] == "full" else 0.0)
+        labels = None
+        if getattr(pl_module, "num_classes", None) is not None:
+            labels = torch.randint(pl_module.num_classes, (n,), generator=rng).to(device)
+        distance = (
+            lpips_distance(device) if settings["distance"] == "lpips"
+            else feature_distance(lambda images: self.features(images).features)
+        )  # fmt: skip
+        net = pl_module.sampler(self.ema)
+        was_training = net.training
+        net.eval()
+        try:
+            for part in torch.arange(n)[rank::world].split(max(1, self.batch_size // 2)):
+                y = None if labels is None else labels[part]
+                scores = path_lengths(net, distance, z0[part], z1[part], t[part].to(device), y, settings["space"],
+                                      settings["epsilon"])  # fmt: skip
+                metric.update(scores)
+        finally:
+            net.train(was_training)
+
     def evaluate(self, pl_module, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
         """Generate this rank's share of samples, update the metrics, compute them across ranks."""
         if self.real is None:
             raise RuntimeError("Evaluation.prepare(datamodule, device) must run before evaluate()")
+        self.check_model(pl_module)
         device = pl_module.device
         metrics = self._build_metrics(device)
+        if "ppl" in metrics:
+            self.path_length_scores(pl_module, metrics["ppl"], rank, world)
         for name, metric in metrics.items():  # each rank adds a disjoint shard: synced states hold each real once
             if name in _REAL:
                 metric.update(self.real[rank::world], real=True)
@@ -388,7 +432,7 @@ class Evaluation(L.Callback):
                     metric.update(embedding.logits)
                 elif name == "copying":
                     metric.update(embedding.features)
-                elif name == "d_gap":
+                elif name in ("d_gap", "ppl"):
                     continue
                 else:
                     metric.update(embedding.features, real=False)
@@ -424,6 +468,7 @@ class Evaluation(L.Callback):
             "modes": lambda: ClassModes(self.features.num_modes, report_quality=self.features.name == "points"),
             "d_gap": DGap,
             "copying": lambda: DataCopying(*self.copying_features, cells=self.copying_cells, seed=self.seed),
+            "ppl": PathLengthScores,
         }
         with warnings.catch_warnings():  # "KID / IS keep all features": bounded here by num_samples
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
