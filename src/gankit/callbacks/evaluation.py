@@ -148,6 +148,7 @@ class Evaluation(L.Callback):
 
     def protocol(self) -> dict:
         """How the numbers are made: report it next to them (FIDs compare only under one protocol)."""
+        ppl = {"ppl": ", ".join(f"{k} {v}" for k, v in self.ppl.items())} if "ppl" in self.metrics else {}
         return {
             "features": self.features.protocol(),
             "num_fake": self.num_samples,
@@ -157,6 +158,7 @@ class Evaluation(L.Callback):
             "generator": "EMA when the model has one" if self.ema else "raw",
             "latents": f"fixed, seed {self.seed}",
             "fake_labels": "conditional models: in the proportions of the training labels (stratified)",
+            **ppl,
         }
 
     # ---- set-up: checks that fail at start, real features from the cache --------------------
