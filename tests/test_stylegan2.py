@@ -257,7 +257,9 @@ def test_generate_writes_the_truncation_row_style_mixing_grid_and_w_interpolatio
     from tests.test_generate import train_then_generate
 
     args = ["num_samples=4", "interpolation.rows=3", "interpolation.steps=5", "nrow=4", "truncation_psi=0.7"]
-    out = train_then_generate(tmp_path, ["model=stylegan2"], args)
+    conditional = ["model=stylegan2", "model.num_classes=10", "model.conditional=true"]  # label embedding + projection
+    out = train_then_generate(tmp_path, conditional, args)
+    assert (out / "classes.png").is_file()
     tile = 18  # 16 px images, 2 px padding
     assert Image.open(out / "truncation.png").size == (5 * tile + 2, 3 * tile + 2)  # psi 1 .. 0, one row per latent
     assert Image.open(out / "style_mixing.png").size == (5 * tile + 2, 4 * tile + 2)  # sources + 4 x 3 cells
