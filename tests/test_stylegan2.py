@@ -236,6 +236,11 @@ def test_stylegan2_resumes_bit_exactly_with_every_statistic(cfg_factory):
         (["model.generator.channel_base=8"], "model.generator.channel_base=8 leaves no channel at 16x16"),
         (["data.resolution=24"], "StyleGAN2 builds square images of side 16, 32"),
         (["model=dcgan_ema", "model.style_mixing=0.9"], "model.style_mixing=0.9 needs a style-based generator"),
+        (
+            ["model=dcgan_ema", "model.path_length={weight:2}"],
+            "of a style-based generator (model=stylegan2); Generator",
+        ),
+        (["model.ema_kimg=-1"], "model.ema_kimg (-1) and model.ema_rampup (0.05) must be positive"),
         (["model.path_length.decay=0"], "model.path_length.decay=0 is out of range"),
     ],
 )

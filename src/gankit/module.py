@@ -74,7 +74,11 @@ class GANModule(AlternatingSteps):
         style_mixing = check_style_mixing(generator, style_mixing)
         path_length = PathLength(**path_length) if path_length is not None else None
         if path_length is not None:
-            check_style_mixing(generator, 1.0 if style_mixing == 0 else style_mixing)  # the same need: per-layer ws
+            if not (hasattr(generator, "mapping") and hasattr(generator, "synthesis")):
+                raise ValueError(
+                    "model.path_length differentiates the images by the per-layer styles w of a style-based generator "
+                    f"(model=stylegan2); {type(generator).__name__} has none: set model.path_length=null"
+                )
             g_optimizer = lazy_corrected(g_optimizer, path_length.every)  # its own steps: k + 1 per k
         super().__init__(
             optimizers={"g": g_optimizer, "d": d_optimizer},
