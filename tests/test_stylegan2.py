@@ -69,7 +69,14 @@ def test_minibatch_std_is_the_within_group_std_averaged():
         group = x[member::2]
         expected = (group.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
         torch.testing.assert_close(out[member::2, 3], expected.expand(4, 4, 4))
-    assert MinibatchStd(4)(torch.randn(6, 3, 4, 4)).shape == (6, 4, 4, 4)  # 6 is not a multiple of 4: groups of 2
+    odd = MinibatchStd(4).eval()(torch.randn(6, 3, 4, 4))  # eval (metrics): groups of 3, 6's largest divisor <= 4
+    assert odd.shape == (6, 4, 4, 4) and odd[:, 3].unique().numel() == 2
+    with pytest.raises(ValueError, match="mbstd_group=4, and this batch has 6"):
+        MinibatchStd(4)(torch.randn(6, 3, 4, 4))  # training: a batch the group does not divide is refused
+    three = MinibatchStd(4)(torch.randn(3, 3, 4, 4))  # fewer samples than the group: one group of all of them
+    assert float(three[0, 3, 0, 0]) > 0.1
+    with pytest.raises(ValueError, match="mbstd_group must be an integer >= 1"):
+        MinibatchStd(-1)
 
 
 def test_generator_and_discriminator_shapes_widths_and_the_equalised_learning_rate():
@@ -179,6 +186,7 @@ def test_stylegan_ema_beta_and_update():
     assert half_life_beta(64, 100_000, kimg=20, rampup=0.05) == pytest.approx(0.5 ** (64 / 5000))  # ramp-up binds
     assert half_life_beta(64, 1_000_000, kimg=20, rampup=0.05) == pytest.approx(0.5 ** (64 / 20000))
     assert half_life_beta(64, 100, kimg=20, rampup=None) == pytest.approx(0.5 ** (64 / 20000))
+    assert half_life_beta(64, 0, kimg=20, rampup=0.05) == 0.0  # the first update (0 images before it): a copy
     live = torch.nn.Linear(2, 2)
     ema = GeneratorEMA(live, decay=None, kimg=20, rampup=0.05)
     before = ema.module.weight.clone()
@@ -241,6 +249,9 @@ def test_stylegan2_resumes_bit_exactly_with_every_statistic(cfg_factory):
             "of a style-based generator (model=stylegan2); Generator",
         ),
         (["model.ema_kimg=-1"], "model.ema_kimg (-1) and model.ema_rampup (0.05) must be positive"),
+        (["model.style_mixing=abc"], "model.style_mixing is a probability in [0, 1], got 'abc'"),
+        (["model.path_length.weight=abc"], "model.path_length.weight must be a number, got 'abc'"),
+        (["model.discriminator.mbstd_group=3"], "mbstd_group=3, and this batch has 8"),
         (["model.path_length.decay=0"], "model.path_length.decay=0 is out of range"),
     ],
 )
@@ -274,6 +285,12 @@ def test_generate_writes_the_truncation_row_style_mixing_grid_and_w_interpolatio
     assert np.array_equal(last[0], last[1]) and np.array_equal(last[0], last[2])  # psi = 0: every row is w_avg's image
     samples = np.load(out / "samples.npy")
     assert samples.shape == (4, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    for cutoff in ("0", "abc"):
+        bad = run_cli(f"ckpt_path={ckpt}", f"style_mixing_cutoff={cutoff}", f"hydra.run.dir={tmp_path / 'bad'}",
+                      script="generate.py", env={"GANKIT_LOG_DIR": str(tmp_path / "logs")})  # fmt: skip
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr
+        assert "style_mixing_cutoff must be a whole number in 1..5" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_truncation_psi_is_checked(cfg_factory):
@@ -331,7 +348,7 @@ def test_ppl_is_the_squared_directional_derivative_in_feature_space():
         def mapping(self, z, y=None):
             return z[:, None, :]
 
-        def synthesis(self, ws, noise_mode=None):
+        def synthesis(self, ws, noise_mode=None, clamp=None):
             return torch.ones(len(ws), 1, 4, 4)
 
     zero = path_lengths(Constant(), distance, z0, z1, t, None, "w", epsilon=1e-4)
@@ -348,5 +365,7 @@ def test_ppl_through_training_and_refused_for_another_generator(cfg_factory, tmp
     assert rows and all(float(r["val/ppl"]) > 0 for r in rows)
     with pytest.raises(SystemExit, match="has ppl .perceptual path length., which needs a style-based generator"):
         train(make_cfg(tmp_path / "dcgan", "model=dcgan_ema", *ppl))
-    with pytest.raises(SystemExit, match="metrics.evaluation.ppl: space in"):
-        train(make_cfg(tmp_path / "bad", "model=stylegan2", *ppl, "metrics.evaluation.ppl.space=x"))
+    for i, bad in enumerate(("space=x", "num_samples=0", "epsilon=abc", "+metrics.evaluation.ppl.bogus=1")):
+        override = bad if bad.startswith("+") else f"metrics.evaluation.ppl.{bad}"
+        with pytest.raises(SystemExit, match="metrics.evaluation.ppl takes space in"):
+            train(make_cfg(tmp_path / f"bad{i}", "model=stylegan2", *ppl, override))

@@ -179,9 +179,13 @@ def style_pictures(module, cfg: DictConfig, rng: torch.Generator, out: Path) -> 
         frames = w_avg + psis * (ws[:, None] - w_avg)  # [rows, steps, num_ws, w_dim]
         _save_rows(synthesis(frames.flatten(0, 1)), steps, out / "truncation.png")
 
-        cutoff = cfg.get("style_mixing_cutoff") or net.num_ws // 2
-        if not 1 <= cutoff < net.num_ws:
-            raise ValueError(f"style_mixing_cutoff must lie in 1..{net.num_ws - 1} (this G has {net.num_ws} styles)")
+        cutoff = cfg.get("style_mixing_cutoff")
+        cutoff = net.num_ws // 2 if cutoff is None else cutoff
+        if isinstance(cutoff, bool) or not isinstance(cutoff, int) or not 1 <= cutoff < net.num_ws:
+            raise ValueError(
+                f"style_mixing_cutoff must be a whole number in 1..{net.num_ws - 1} (this G has {net.num_ws} styles), "
+                f"or null for half; got {cutoff!r}"
+            )
         row_ws, col_ws = mapped(rows), mapped(cfg.nrow)
         mixed = torch.cat([row_ws[:, None, :cutoff].expand(-1, cfg.nrow, -1, -1),
                            col_ws[None, :, cutoff:].expand(rows, -1, -1, -1)], dim=2)  # fmt: skip

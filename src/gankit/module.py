@@ -183,7 +183,8 @@ class GANModule(AlternatingSteps):
             self.step_schedulers()
             if self.generator_ema is not None:
                 batch = len(real) * self.trainer.world_size
-                self.generator_ema.update(self.generator, self.g_steps, batch=batch, images_seen=self.images_seen)
+                seen = self.images_seen - batch  # before this batch, as NVlabs' cur_nimg (0 at the first update)
+                self.generator_ema.update(self.generator, self.g_steps, batch=batch, images_seen=seen)
         self.publish_scalars()
         return out  # detached: read by callbacks (e.g. the non-finite loss guard)
 

@@ -28,6 +28,9 @@ class PathLength(nn.Module):
 
     def __init__(self, weight: float = 2.0, decay: float = 0.01, batch_shrink: int = 2, every: int = 4) -> None:
         super().__init__()
+        for key, value in (("weight", weight), ("decay", decay), ("batch_shrink", batch_shrink), ("every", every)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"model.path_length.{key} must be a number, got {value!r}")
         for key, value, ok in (
             ("weight", weight, weight > 0),
             ("decay", decay, 0 < decay <= 1),
@@ -59,12 +62,13 @@ class PathLength(nn.Module):
     def forward(self, images: Tensor, ws: Tensor, noise: Tensor | None = None) -> Tensor:
         """weight * every * E[(a - mean)^2], after moving `mean` towards E[a] (the loss of the lazy G step)."""
         a = self.lengths(images, ws, noise)
+        centre = self.mean.lerp(a.mean(), self.decay)  # NVlabs: the new mean, with its gradient, centres the penalty
         batch_mean = a.detach().mean()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(batch_mean)
+            torch.distributed.all_reduce(batch_mean)  # the stored mean: the same on every rank
             batch_mean /= torch.distributed.get_world_size()
         self.mean.copy_(self.mean.lerp(batch_mean, self.decay))
-        return (a - self.mean).square().mean() * (self.weight * self.every)
+        return (a - centre).square().mean() * (self.weight * self.every)
 
 
 def lazy_corrected(factory, every: int):

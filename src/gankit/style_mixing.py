@@ -16,8 +16,8 @@ def check_style_mixing(generator: nn.Module, probability: float | None) -> float
     """The mixing probability, checked: in [0, 1], and only for a style-based generator (mapping + synthesis)."""
     if probability is None or probability == 0:
         return 0.0
-    if not 0 <= probability <= 1:
-        raise ValueError(f"model.style_mixing is a probability in [0, 1], got {probability}")
+    if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
+        raise ValueError(f"model.style_mixing is a probability in [0, 1], got {probability!r}")
     if not (hasattr(generator, "mapping") and hasattr(generator, "synthesis")):
         raise ValueError(
             f"model.style_mixing={probability} needs a style-based generator (model=stylegan2); "

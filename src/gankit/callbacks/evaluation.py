@@ -112,7 +112,7 @@ class Evaluation(L.Callback):
         self.ppl = {"space": "w", "sampling": "end", "epsilon": 1e-4, "distance": "features", "num_samples": 1000,
                     **(ppl or {})}  # fmt: skip
         if "ppl" in metrics:
-            check_ppl(self.ppl["space"], self.ppl["sampling"], self.ppl["epsilon"], self.ppl["distance"])
+            check_ppl(self.ppl)
         self.features, self.metrics = features, tuple(metrics)
         self.cache_dir = Path(cache_dir).expanduser()
         self.dirpath = Path(dirpath) if dirpath else None

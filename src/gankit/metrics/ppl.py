@@ -28,11 +28,18 @@ from torchmetrics.utilities import dim_zero_cat
 SPACES, SAMPLINGS, DISTANCES = ("w", "z"), ("end", "full"), ("features", "lpips")
 
 
-def check_ppl(space: str, sampling: str, epsilon: float, distance: str) -> None:
-    if space not in SPACES or sampling not in SAMPLINGS or distance not in DISTANCES or not 0 < epsilon < 1:
+def check_ppl(settings: dict) -> None:
+    """metrics.evaluation.ppl's keys and values, checked at start."""
+    expected = {"space", "sampling", "epsilon", "distance", "num_samples"}
+    space, sampling, distance = settings.get("space"), settings.get("sampling"), settings.get("distance")
+    epsilon, n = settings.get("epsilon"), settings.get("num_samples")
+    number = isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool)
+    count = isinstance(n, int) and not isinstance(n, bool)
+    if (set(settings) != expected or space not in SPACES or sampling not in SAMPLINGS or distance not in DISTANCES
+            or not (number and 0 < epsilon < 1) or not (count and n >= 2)):  # fmt: skip
         raise ValueError(
-            f"metrics.evaluation.ppl: space in {SPACES}, sampling in {SAMPLINGS}, distance in {DISTANCES}, "
-            f"0 < epsilon < 1; got space={space!r}, sampling={sampling!r}, distance={distance!r}, epsilon={epsilon}"
+            f"metrics.evaluation.ppl takes space in {SPACES}, sampling in {SAMPLINGS}, distance in {DISTANCES}, "
+            f"0 < epsilon < 1 and num_samples >= 2 (pairs); got {settings}"
         )
 
 
@@ -68,7 +75,7 @@ def path_lengths(
     else:
         zt = torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + epsilon)])
         ws = net.mapping(zt, None if labels is None else labels.repeat(2))
-    x, y = net.synthesis(ws.float(), noise_mode="const").float().chunk(2)
+    x, y = net.synthesis(ws.float(), noise_mode="const", clamp=False).float().chunk(2)  # unclamped, as NVlabs
     return distance(x, y) / epsilon**2
 
 

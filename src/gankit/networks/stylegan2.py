@@ -175,8 +175,9 @@ class Generator(nn.Module):
             w = self.w_avg.to(w.dtype).lerp(w, truncation_psi)
         return w.unsqueeze(1).repeat(1, self.num_ws, 1)
 
-    def synthesis(self, ws: Tensor, noise_mode: str | None = None) -> Tensor:
-        """ws [N, num_ws, w_dim] -> images [N, channels, resolution, resolution] (not squashed: as NVlabs')."""
+    def synthesis(self, ws: Tensor, noise_mode: str | None = None, clamp: bool | None = None) -> Tensor:
+        """ws [N, num_ws, w_dim] -> images [N, channels, resolution, resolution] (not squashed: as NVlabs'), clamped
+        to [-1, 1] in eval mode unless `clamp` says otherwise."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"expected ws of shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         noise_mode = noise_mode or ("random" if self.training else "const")
@@ -185,7 +186,7 @@ class Generator(nn.Module):
         for block in self.blocks:
             x, img = block(x, img, ws[:, index : index + block.num_conv + 1], noise_mode)
             index += block.num_conv
-        return img if self.training else img.clamp(-1, 1)
+        return img.clamp(-1, 1) if (not self.training if clamp is None else clamp) else img
 
     def forward(self, z: Tensor, y: Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str | None = None):
         return self.synthesis(self.mapping(z, y, truncation_psi), noise_mode)

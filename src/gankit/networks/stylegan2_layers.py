@@ -191,17 +191,25 @@ class ToRGB(nn.Module):
 
 
 class MinibatchStd(nn.Module):
-    """Appends the standard deviation over groups of `group_size` samples (averaged over features and pixels) as
-    one more channel: [N, C, H, W] -> [N, C + 1, H, W]. The group is the largest divisor of N up to group_size
-    (NVlabs requires N to be a multiple; evaluation batches need not be)."""
+    """Appends the standard deviation over groups of min(group_size, N) samples (averaged over features and pixels)
+    as one more channel: [N, C, H, W] -> [N, C + 1, H, W]. In training N must be a multiple of the group (as
+    NVlabs asserts); in eval mode (metrics score batches of any size) the group is N's largest divisor up to it."""
 
     def __init__(self, group_size: int = 4) -> None:
         super().__init__()
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"model.discriminator.mbstd_group must be an integer >= 1, got {group_size!r}")
         self.group_size = group_size
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
-        g = math.gcd(n, self.group_size) if self.group_size else n
+        g = min(self.group_size, n)
+        if n % g and self.training:
+            raise ValueError(
+                f"StyleGAN2's D takes batches in groups of model.discriminator.mbstd_group={self.group_size}, and "
+                f"this batch has {n} (data.batch_size / model.pack): make the batch a multiple of the group"
+            )
+        g = max(d for d in range(1, g + 1) if n % d == 0)
         y = x.reshape(g, n // g, c, h, w).float()  # sample i is in group i % (n // g), as NVlabs'
         y = (y - y.mean(dim=0)).square().mean(dim=0)  # [n/g, C, H, W]: variance within each group
         y = (y + 1e-8).sqrt().mean(dim=[1, 2, 3])  # [n/g]
