@@ -249,6 +249,8 @@ def test_stylegan2_resumes_bit_exactly_with_every_statistic(cfg_factory):
             "of a style-based generator (model=stylegan2); Generator",
         ),
         (["model.ema_kimg=-1"], "model.ema_kimg (-1) and model.ema_rampup (0.05) must be positive"),
+        (["model.ema_decay=0.999"], "model.ema_decay=0.999 and model.ema_kimg=20 are two ways to set the generator"),
+        (["model=dcgan_ema", "model.ema_rampup=0.05"], "model.ema_rampup=0.05 ramps up StyleGAN's EMA"),
         (["model.style_mixing=abc"], "model.style_mixing is a probability in [0, 1], got 'abc'"),
         (["model.path_length.weight=abc"], "model.path_length.weight must be a number, got 'abc'"),
         (["model.discriminator.mbstd_group=3"], "mbstd_group=3, and this batch has 8"),

@@ -104,6 +104,15 @@ class GANModule(AlternatingSteps):
         self.lecam = LeCam(**lecam) if lecam is not None else None  # its two averages in the checkpoint
         self.info = InfoCodes(self.latent_dim, discriminator.feature_dim, **info) if info else None
         self.style_mixing, self.path_length = style_mixing, path_length  # path_length's running mean: a buffer
+        if ema_decay is not None and ema_kimg is not None:
+            raise ValueError(
+                f"model.ema_decay={ema_decay} and model.ema_kimg={ema_kimg} are two ways to set the generator EMA: "
+                "keep one (the other null)"
+            )
+        if ema_rampup is not None and ema_kimg is None:
+            raise ValueError(
+                f"model.ema_rampup={ema_rampup} ramps up StyleGAN's EMA, which model.ema_kimg sets: set both"
+            )
         use_ema = ema_decay is not None or ema_kimg is not None
         self.generator_ema = GeneratorEMA(generator, ema_decay, ema_kimg, ema_rampup) if use_ema else None
         if self.num_classes is not None:  # the training labels' class shares (set at fit start; saved)
