@@ -28,6 +28,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from gankit.checkpoints import load_module, pick_device
+from gankit.style_mixing import style_based
 from gankit.training import _report_user_errors, check_types
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def _generate(cfg: DictConfig) -> Path:
         class_grid(module, cfg, rng, out)
     if not points and module.info is not None:
         traversals(module, cfg, rng, out)
-    if hasattr(module.generator, "mapping"):
+    if style_based(module.generator):
         style_pictures(module, cfg, rng, out)
 
     samples = draw(module.sample_latent(cfg.num_samples, rng))

@@ -33,7 +33,7 @@ from gankit.path_length import PathLength, lazy_corrected
 from gankit.randomness import labels_in_proportion
 from gankit.recipe_checks import check_recipe
 from gankit.regularizers import gradient_penalty, pack, r1_penalty
-from gankit.style_mixing import check_style_mixing, mixed_styles
+from gankit.style_mixing import check_style_mixing, mixed_styles, style_based
 
 
 class GANModule(AlternatingSteps):
@@ -74,7 +74,7 @@ class GANModule(AlternatingSteps):
         style_mixing = check_style_mixing(generator, style_mixing)
         path_length = PathLength(**path_length) if path_length is not None else None
         if path_length is not None:
-            if not (hasattr(generator, "mapping") and hasattr(generator, "synthesis")):
+            if not style_based(generator):
                 raise ValueError(
                     "model.path_length differentiates the images by the per-layer styles w of a style-based generator "
                     f"(model=stylegan2); {type(generator).__name__} has none: set model.path_length=null"
@@ -352,7 +352,7 @@ class GANModule(AlternatingSteps):
         """Sample at truncation psi from now on: w = w_avg + psi * (w - w_avg) (generate / eval truncation_psi)."""
         if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not 0 <= psi <= 1:
             raise ValueError(f"truncation_psi must be a number in [0, 1] (1: no truncation), got {psi!r}")
-        if psi != 1 and not hasattr(self.generator, "mapping"):
+        if psi != 1 and not style_based(self.generator):
             raise ValueError(
                 f"truncation_psi={psi} needs a style-based generator (model=stylegan2), and this checkpoint's is "
                 f"{type(self.generator).__module__}.{type(self.generator).__name__}: leave truncation_psi at 1"

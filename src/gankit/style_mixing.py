@@ -12,13 +12,18 @@ import torch
 from torch import Tensor, nn
 
 
+def style_based(generator: nn.Module) -> bool:
+    """Whether G has per-layer styles: `mapping` (z -> ws) and `synthesis` (ws -> images), as StyleGAN2's."""
+    return hasattr(generator, "mapping") and hasattr(generator, "synthesis")
+
+
 def check_style_mixing(generator: nn.Module, probability: float | None) -> float:
     """The mixing probability, checked: in [0, 1], and only for a style-based generator (mapping + synthesis)."""
     if probability is None or probability == 0:
         return 0.0
     if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
         raise ValueError(f"model.style_mixing is a probability in [0, 1], got {probability!r}")
-    if not (hasattr(generator, "mapping") and hasattr(generator, "synthesis")):
+    if not style_based(generator):
         raise ValueError(
             f"model.style_mixing={probability} needs a style-based generator (model=stylegan2); "
             f"{type(generator).__module__}.{type(generator).__name__} has no per-layer styles: "

@@ -42,6 +42,7 @@ from gankit.metrics.modes import ClassModes
 from gankit.metrics.ppl import PathLengthScores, check_ppl, feature_distance, lpips_distance, path_lengths
 from gankit.metrics.sampled import OrderFreeIS, OrderFreeKID
 from gankit.randomness import labels_in_proportion, reference_indices
+from gankit.style_mixing import style_based
 
 log = logging.getLogger(__name__)
 MIN_HELDOUT = 100  # held-out images d_gap and copying need at the least
@@ -359,7 +360,7 @@ class Evaluation(L.Callback):
     # ---- scoring (no Trainer needed) --------------------------------------------------------
     def check_model(self, pl_module) -> None:
         """What the chosen metrics need of the model (at start: one message, nothing trained)."""
-        if "ppl" in self.metrics and not hasattr(pl_module.generator, "mapping"):
+        if "ppl" in self.metrics and not style_based(pl_module.generator):
             raise ValueError(
                 "metrics.evaluation.metrics has ppl (perceptual path length), which needs a style-based generator "
                 f"(model=stylegan2); this model's is {type(pl_module.generator).__name__}: leave ppl out"
