@@ -17,7 +17,7 @@ $(STAMP): $(LOCK) pyproject.toml
 
 lock:                 ## requirements.lock from pyproject.toml; ARGS=--upgrade: the newest releases its ranges allow
 	test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install --quiet uv; }
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --group sweeper --group tools \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --group tools \
 		--universal --generate-hashes --custom-compile-command "make lock" --quiet -o $(LOCK) $(ARGS)
 
 train: install        ## the default job; extra Hydra arguments: make train ARGS="model.loss=hinge"

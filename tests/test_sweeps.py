@@ -26,6 +26,11 @@ def _best_fid(job_dir: Path) -> float:
         return min(float(r["val/fid"]) for r in csv.DictReader(f) if r.get("val/fid"))
 
 
+def _fids_by_step(job_dir: Path) -> dict[int, float]:
+    with open(job_dir / "csv" / "metrics.csv") as f:
+        return {int(r["g_step"]): float(r["val/fid"]) for r in csv.DictReader(f) if r.get("val/fid")}
+
+
 def test_optuna_sweep_returns_the_best_evaluation_and_continues_its_study(tmp_path):
     import optuna
 
@@ -44,11 +49,17 @@ def test_optuna_sweep_returns_the_best_evaluation_and_continues_its_study(tmp_pa
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     for trial in trials:  # the objective is the run's best val/fid, read back from its own metrics.csv
-        assert trial.value == pytest.approx(_best_fid(sweep / str(trial.number)), rel=1e-6)
+        assert trial.value == pytest.approx(_best_fid(sweep / f"trial_{trial.number}"), rel=1e-6)
+        # every evaluation was reported to the trial, at its generator step
+        assert trial.intermediate_values == pytest.approx(_fids_by_step(sweep / f"trial_{trial.number}"))
+    first_run = sorted((sweep / "trial_0" / "checkpoints").iterdir())
     again = run_cli(*args, "hydra.sweeper.n_trials=1", timeout=300)  # the same sweep directory: the same study
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep / 'optuna.db'}")
     assert len(study.trials) == 3
+    # the continued study's trial 2 writes into trial_2, not into the first trials' directories
+    assert (sweep / "trial_2" / "checkpoints" / "last.ckpt").is_file()
+    assert sorted((sweep / "trial_0" / "checkpoints").iterdir()) == first_run
 
 
 def test_multi_objective_is_one_override_away(tmp_path):

@@ -31,6 +31,7 @@ table{border-collapse:collapse;font-size:13px} th,td{border:1px solid #ddd;paddi
 th{background:#f4f4f6;cursor:pointer;position:sticky;top:0;user-select:none} th:hover{background:#e6e6ee}
 td.l,th.l{text-align:left} tr:hover td{background:#fafaff} .best{font-weight:bold;color:#0a6d2c}
 .status-finished{color:#0a6d2c} .status-failed{color:#b00020} .status-running{color:#8a6d00}
+.status-pruned{color:#6a4c93} .status-fail{color:#b00020}
 .charts{display:flex;flex-wrap:wrap;gap:12px} .chart{width:660px}
 .jobs{display:flex;flex-wrap:wrap;gap:16px} .job{border:1px solid #ddd;padding:8px;width:420px}
 .job img{max-width:100%;image-rendering:pixelated} .job h3{font-size:14px;margin:0 0 6px 0}
@@ -239,7 +240,17 @@ def _curves(jobs: list[Job], metrics: list[str], plotly) -> str:
         if plotly is not None:
             go = plotly.graph_objects
             figure = go.Figure(
-                [go.Scatter(x=xs, y=ys, mode="lines+markers", name=_label(job)) for job, xs, ys in series]
+                [
+                    go.Scatter(
+                        x=xs,
+                        y=ys,
+                        mode="lines+markers",
+                        name=_label(job) + (" (pruned)" if job.status == "pruned" else ""),
+                        line={"dash": "dot"} if job.status == "pruned" else {},
+                        marker={"symbol": ["circle"] * (len(xs) - 1) + ["x"]} if job.status == "pruned" else {},
+                    )
+                    for job, xs, ys in series
+                ]
             )
             direction = "lower is better" if m in LOWER_IS_BETTER else "higher is better"
             figure.update_layout(
@@ -277,7 +288,11 @@ def _line_png(metric: str, series, _label) -> str:
 
     figure, axes = plt.subplots(figsize=(6.5, 3.8), dpi=100)
     for job, xs, ys in series:
-        axes.plot(xs, ys, marker="o", markersize=3, label=_label(job)[:60])
+        pruned = job.status == "pruned"  # dotted, ending in an x where the pruner stopped it
+        (line,) = axes.plot(xs, ys, marker="o", markersize=3, ls=":" if pruned else "-",
+                            label=_label(job)[:60] + (" (pruned)" if pruned else ""))  # fmt: skip
+        if pruned:
+            axes.plot(xs[-1:], ys[-1:], marker="x", markersize=9, color=line.get_color())
     axes.set(title=metric, xlabel="generator step", ylabel=metric)
     axes.legend(fontsize=7)
     return _figure_uri(figure)
@@ -342,27 +357,36 @@ def _optuna(root: Path, plotly) -> str:
 def _optuna_section(root: Path, plotly) -> str:
     try:
         study = optuna_study(root)
-    except Exception as error:  # a study being written, or another optuna version's schema
-        return f"<h2>Optuna study</h2><div class=warn>optuna.db unreadable: {html.escape(str(error))}</div>"
+    except Exception as error:  # a study being written, an unreachable server, another optuna's schema
+        return f"<h2>Optuna study</h2><div class=warn>study unreadable: {html.escape(str(error))}</div>"
     if study is None:
         return ""
     import optuna
 
-    trials = study.get_trials(deepcopy=False)
+    from gankit.sweeps import read_study_file
+
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     params = sorted({p for t in trials for p in t.params})
     directions = [d.name.lower() for d in study.directions]
-    head = "".join(
-        f"<th>{html.escape(h)}</th>" for h in ["trial", "state", *[f"value {d}" for d in directions], *params]
-    )
+    heads = ["trial", "state", *[f"value {d}" for d in directions], "G steps run", "note", *params]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
     rows = []
     for t in trials:
         values = t.values or [None] * len(directions)
-        cells = [t.number, t.state.name, *values, *(t.params.get(p) for p in params)]
-        rows.append("<tr>" + "".join(_cell(c) for c in cells) + "</tr>")
+        note = t.user_attrs.get("error", "")
+        if t.state == optuna.trial.TrialState.PRUNED:
+            note = f"pruned at step {t.last_step}"
+        cells = [t.number, t.state.name, *values, t.user_attrs.get("g_steps"), note, *(t.params.get(p) for p in params)]
+        css = f" class=status-{t.state.name.lower()}"
+        rows.append(f"<tr{css}>" + "".join(_cell(c) for c in cells) + "</tr>")
+    info = read_study_file(root) or {"storage": f"sqlite:///{Path(root).resolve() / 'optuna.db'}"}
+    counts = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
+    summary = ", ".join(f"{n} {name.lower()}" for name, n in counts.items() if n)
     out = [
         f"<h2>Optuna study: {html.escape(study.study_name)}</h2>",
-        f"<p class=meta>{len(trials)} trials, directions {', '.join(directions)}. Open it live with "
-        f"<code>optuna-dashboard sqlite:///{html.escape(str(Path(root).resolve() / 'optuna.db'))}</code>.</p>",
+        f"<p class=meta>{len(trials)} trials ({summary}), directions {', '.join(directions)}. Open it live with "
+        f"<code>optuna-dashboard {html.escape(str(info['storage']))}</code>.</p>",
+        _pruning_savings(trials),
         f"<table class=sortable><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
     ]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -374,6 +398,25 @@ def _optuna_section(root: Path, plotly) -> str:
         else:
             out.append(_importance_chart(importances, plotly))
     return "".join(out)
+
+
+def _pruning_savings(trials) -> str:
+    """Generator steps the trials ran against what they would have run unpruned (a complete trial's length)."""
+    import optuna
+
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    full = max(
+        (t.user_attrs.get("g_steps", 0) for t in trials if t.state == optuna.trial.TrialState.COMPLETE), default=0
+    )
+    ran = [t.user_attrs.get("g_steps") for t in trials if t.state.is_finished()]
+    if not pruned or not full or any(r is None for r in ran):
+        return ""
+    total, unpruned = sum(ran), full * len(ran)
+    return (
+        f"<p class=meta>Pruning: {len(pruned)} of {len(ran)} finished trials stopped early; they ran "
+        f"{total:,} generator steps in all, {total / unpruned:.0%} of the {unpruned:,} of {len(ran)} full-length "
+        f"trials ({full:,} steps each).</p>"
+    )
 
 
 def _importance_chart(importances: dict[str, float], plotly) -> str:

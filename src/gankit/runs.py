@@ -37,7 +37,7 @@ class Job:
     rows: list[Row] = field(default_factory=list)
     source: str | None = None  # where the metrics came from
     problems: list[str] = field(default_factory=list)  # what could not be read
-    status: str = "unknown"  # finished | failed | preempted | running or stopped
+    status: str = "unknown"  # finished | failed | preempted | pruned | running or stopped
     message: str = ""  # the error, for a failed job
     seconds: float | None = None  # wall time, from the log's first and last time stamps
     alerts: list[str] = field(default_factory=list)
@@ -70,7 +70,8 @@ def find_jobs(root: Path) -> list[Job]:
 
     def order(d: Path):
         rel = d.relative_to(root).parts
-        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in rel]
+        numbered = [re.fullmatch(r"(?:trial_)?(\d+)", p) for p in rel]  # job numbers, Optuna's trial_<n>
+        return [(0, int(m.group(1)), "") if m else (1, 0, p) for m, p in zip(numbered, rel, strict=True)]
 
     return [read_job(d, str(d.relative_to(root)) if d != root else root.name) for d in sorted(dirs, key=order)]
 
@@ -292,11 +293,8 @@ def _read_log(job: Job) -> None:
     job.seconds = seconds if lines else None
     job.alerts = [line.split("] - ", 1)[-1] for line in lines if "possible mode collapse" in line]
     # the last event decides: an end (Done / Preempted) not followed by a new session, or a later error.log
-    ends = [
-        (i, "finished" if "] - Done: " in line else "preempted")
-        for i, line in enumerate(lines)
-        if "] - Done: " in line or "] - Preempted" in line
-    ]
+    events = {"] - Done: ": "finished", "] - Preempted": "preempted", "] - Pruned: ": "pruned"}
+    ends = [(i, status) for i, line in enumerate(lines) for marker, status in events.items() if marker in line]
     end_index, end_status = ends[-1] if ends else (-1, "")
     end_time = _stamp(lines[end_index]) if ends else None
     error = job.path / "error.log"
@@ -314,17 +312,11 @@ def _read_log(job: Job) -> None:
 
 
 def optuna_study(root: Path):
-    """The Optuna study of a sweep directory (`optuna.db`, the SQLite storage of hparams_search), or None."""
-    db = Path(root) / "optuna.db"
-    if not db.is_file():
-        return None
+    """The Optuna study of a sweep directory (hparams_search: study.yaml names its storage), or None."""
     import warnings
 
-    import optuna
+    from gankit.sweeps import load_sweep_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{db}"
     with warnings.catch_warnings():  # distributions stored by older optuna versions warn on load
         warnings.simplefilter("ignore", FutureWarning)
-        names = optuna.get_all_study_names(storage)
-        return optuna.load_study(study_name=names[0], storage=storage) if names else None
+        return load_sweep_study(root)

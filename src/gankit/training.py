@@ -25,9 +25,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gankit.callbacks.evaluation import Evaluation
 from gankit.callbacks.preemption import Preempted
+from gankit.callbacks.pruning import TrialReporting
 from gankit.checkpoints import RunConfig, check_fits, read_checkpoint, resumable_checkpoint
 from gankit.metric_keys import LOWER_IS_BETTER
 from gankit.ranks import adopt_launcher_ranks, log_files_per_rank, per_rank, relaunch_job_only
+from gankit.sweeps import JobTrial, TrialFailed
 
 log = logging.getLogger(__name__)
 if logging.getLogger().handlers:  # Hydra's handlers print already: drop lightning's duplicate console
@@ -44,16 +46,23 @@ def train(cfg: DictConfig) -> float | tuple[float, ...] | None:
     """
     adopt_launcher_ranks()
     log_files_per_rank()
-    with _report_user_errors(Path(cfg.paths.output_dir)):
-        try:
-            return _fit(cfg)
-        except Preempted as stop:
-            resume = " ".join(["python", *map(shlex.quote, _command_line(cfg, stop.path))])
-            log.warning("Preempted: %s. Resume with: %s", stop, resume)
-            raise SystemExit(128 + stop.signum) from None
+    job_trial = JobTrial.of_this_job(cfg.get("optimized_metric"))
+    try:
+        with _report_user_errors(Path(cfg.paths.output_dir)):
+            try:
+                return _fit(cfg, job_trial)
+            except Preempted as stop:
+                resume = " ".join(["python", *map(shlex.quote, _command_line(cfg, stop.path))])
+                log.warning("Preempted: %s. Resume with: %s", stop, resume)
+                raise SystemExit(128 + stop.signum) from None
+    except SystemExit as stop:
+        if job_trial is None or not isinstance(stop.code, str):
+            raise
+        # an Optuna trial: an exception Hydra hands to the sweeper (recorded FAIL; the sweep goes on)
+        raise TrialFailed(stop.code.removeprefix("gankit: error: ")) from stop.__cause__
 
 
-def _fit(cfg: DictConfig) -> float | None:
+def _fit(cfg: DictConfig, job_trial: JobTrial | None = None) -> float | None:
     check_types(cfg)
     check_precision(cfg)
     check_cluster(cfg)
@@ -73,6 +82,12 @@ def _fit(cfg: DictConfig) -> float | None:
         check_fits(module, read_checkpoint(ckpt_path), ckpt_path)
     callbacks = instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("metrics"))
     check_optimized_metric(cfg, callbacks)
+    reporting = None
+    if job_trial is not None:  # an Optuna trial: report evaluations, stop when pruned, record the end
+        evaluation = next((cb for cb in callbacks if isinstance(cb, Evaluation)), None)
+        names = cfg.optimized_metric
+        reporting = TrialReporting(job_trial, evaluation, [names] if isinstance(names, str) else list(names))
+        callbacks.append(reporting)
     callbacks.append(RunConfig(OmegaConf.to_container(cfg, resolve=False)))  # eval.py / generate.py read it
     loggers = instantiate_group(cfg.get("logger"), defaults=_sweep_names())
     trainer: L.Trainer = instantiate(
@@ -88,12 +103,25 @@ def _fit(cfg: DictConfig) -> float | None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         _finish_wandb()
-    log.info(
-        "Done: %d generator and %d discriminator steps; samples, checkpoints and logs in %s",
-        module.g_steps,
-        module.d_steps,
-        cfg.paths.output_dir,
-    )
+    if reporting is not None and reporting.pruned is not None:
+        step, value = reporting.pruned
+        log.info(
+            "Pruned: trial %d stopped at step %d of its study's axis (%s=%.4g, behind the other trials); "
+            "%d generator steps, last checkpoint and logs in %s",
+            job_trial.number,
+            step,
+            job_trial.metric,
+            value,
+            module.g_steps,
+            cfg.paths.output_dir,
+        )
+    else:
+        log.info(
+            "Done: %d generator and %d discriminator steps; samples, checkpoints and logs in %s",
+            module.g_steps,
+            module.d_steps,
+            cfg.paths.output_dir,
+        )
     return optimized_metric(trainer, cfg.get("optimized_metric"))
 
 

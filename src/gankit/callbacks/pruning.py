@@ -1,0 +1,99 @@
+"""A sweep job's side of an Optuna search: report each evaluation to the job's trial, stop when pruned.
+
+Added by train() when the sweeper gave the job a trial (`hydra.sweeper.trial`, gankit.sweeps). Rank 0
+talks to the study's storage; every rank follows its decision. The step axis is the dashboards':
+generator steps, or images seen (kimg x 1000, rounded down to the evaluation cadence) when the
+evaluation runs every_n_kimg, so trials of different batch sizes are compared at equal progress.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+
+from gankit.callbacks.evaluation import Evaluation
+from gankit.sweeps import JobTrial, finish_trial, first_line
+
+log = logging.getLogger(__name__)
+
+
+class TrialReporting(L.Callback):
+    def __init__(self, job_trial: JobTrial, evaluation: Evaluation | None, metrics: list[str]) -> None:
+        self.job_trial, self.evaluation, self.metrics = job_trial, evaluation, metrics
+        self.study = self.trial = None
+        self.pruned: tuple[int, float] | None = None  # (step, value) when the pruner stopped the run
+        self._seen = 0  # evaluations of the history already reported
+        self._last_step = -1
+
+    @property
+    def step_size(self) -> int:
+        if self.evaluation is None:
+            return 1
+        if self.evaluation.every_kimg is not None:
+            return max(1, round(self.evaluation.every_kimg * 1000))
+        return self.evaluation.every
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.study, self.trial = self.job_trial.open(self.step_size)
+            self.trial.set_user_attr("run_dir", _run_dir(trainer))
+        self._seen = len(self.evaluation.history) if self.evaluation else 0  # a resumed run reported these
+
+    def _step(self, pl_module) -> int:
+        if self.evaluation is not None and self.evaluation.every_kimg is not None:
+            return pl_module.images_seen // self.step_size * self.step_size
+        return pl_module.g_steps
+
+    def _report_new(self, pl_module) -> float | None:
+        """Report the evaluations since the last call (rank 0); the newest value, or None."""
+        history = self.evaluation.history if self.evaluation else []
+        new, self._seen = history[self._seen :], len(history)
+        metric = self.job_trial.metric
+        values = [v[metric] for _, v in new if metric in v] if metric else []
+        if not values:
+            return None
+        step = self._step(pl_module)
+        if step > self._last_step and self.trial is not None:
+            self.trial.report(values[-1], step)
+            self._last_step = step
+        return values[-1]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if self.evaluation is None or len(self.evaluation.history) == self._seen:
+            return
+        value = self._report_new(pl_module) if trainer.is_global_zero else None
+        prune = bool(value is not None and self.trial.should_prune()) if trainer.is_global_zero else False
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune, src=0)
+        if prune:
+            self.pruned = (self._step(pl_module), value)
+            trainer.should_stop = True  # after this batch: last.ckpt is saved at the end of training as usual
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The trial's end: PRUNED, or COMPLETE with the run's best value of each optimised metric."""
+        if not trainer.is_global_zero or self.trial is None:
+            return
+        self._report_new(pl_module)  # the final evaluation (made by Evaluation.on_train_end, just before)
+        attrs = {"g_steps": int(pl_module.g_steps), "kimg": round(float(pl_module.kimg), 3)}
+        if self.pruned is not None:
+            finish_trial(self.study, self.trial, "PRUNED", **attrs)
+            return
+        from gankit.training import optimized_metric
+
+        values = optimized_metric(trainer, self.metrics if len(self.metrics) > 1 else self.metrics[0])
+        finish_trial(self.study, self.trial, "COMPLETE", values, **attrs)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from gankit.callbacks.preemption import Preempted
+
+        if isinstance(exception, Preempted):  # saved and requeued: the trial goes on in the next job
+            return
+        if trainer.is_global_zero and self.trial is not None:
+            finish_trial(self.study, self.trial, "FAIL", error=first_line(exception), g_steps=int(pl_module.g_steps))
+
+
+def _run_dir(trainer: L.Trainer) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else str(trainer.default_root_dir)

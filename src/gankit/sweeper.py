@@ -1,0 +1,288 @@
+"""gankit's Optuna sweeper for Hydra: `python train.py -m hparams_search=optuna`.
+
+Hydra's own plugin (hydra-optuna-sweeper 1.3.0, unmaintained, pinned to optuna<3) gives a job only
+its overrides, ends the sweep on the first failed trial and numbers each invocation's jobs from 0.
+This one keeps its config keys (`sampler`, `direction`, `storage`, `study_name`, `n_trials`,
+`n_jobs`, `params` with Hydra's choice / range / interval syntax) and adds:
+
+- each job learns its trial (`+hydra.sweeper.trial=<n>`) and reports its evaluations to it, so the
+  study's pruner (`pruner`) can stop it (gankit.callbacks.pruning);
+- a failed trial is recorded FAIL with its error and the sweep goes on; only a sweep where every
+  trial failed ends non-zero;
+- trials write into `<sweep dir>/trial_<n>` (the study's numbers): a continued study never writes
+  into earlier trials' directories;
+- `n_jobs` trials at once with a parallel launcher, on storage several processes can share.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from gankit import sweeps
+
+log = logging.getLogger(__name__)
+
+
+def distribution(override: Override):
+    """Hydra's sweep syntax as an Optuna distribution: choice(...) categorical, range(a, b, s) the values a
+    range gives (stop excluded, as in Hydra's grid sweeps; integers stay integers), interval(a, b) uniform
+    floats, tag(log, interval(...)) log-uniform. A plain value is fixed (returned as a string)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if not override.is_sweep_override():
+        return override.get_value_element_as_str()
+    value = override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if override.is_range_sweep():
+        assert isinstance(value, RangeSweep)
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ValueError(f"{override.input_line}: the range is empty")
+        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            return IntDistribution(int(value.start), int(values[-1]), step=int(value.step))
+        return FloatDistribution(float(value.start), float(values[-1]), step=float(value.step))
+    assert isinstance(value, IntervalSweep)
+    return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
+
+
+def grid_choices(dist) -> list:
+    """The values a grid search visits for a distribution (categorical, or int / float with a step)."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if getattr(dist, "step", None) is None or getattr(dist, "log", False):
+        raise ValueError("a grid search needs choice(...) or range(...) parameters, not intervals")
+    count = int(round((dist.high - dist.low) / dist.step)) + 1
+    return [dist.low + i * dist.step for i in range(count)]
+
+
+class StudySweeper(Sweeper):
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        params: DictConfig | None = None,
+        pruner: DictConfig | None = None,
+        trial: int | None = None,  # set on each job's config, not by the user
+    ) -> None:
+        self.sampler = sampler
+        self.directions = [str(d) for d in direction] if isinstance(direction, list | ListConfig) else [str(direction)]
+        self.storage = storage
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.params = params
+        self.pruner = OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else pruner
+        if isinstance(self.pruner, str):  # hydra.sweeper.pruner=<name>: that pruner with its defaults
+            self.pruner = {"name": self.pruner}
+        self.config: DictConfig | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    # ---- before any trial ----------------------------------------------------------------------------
+    def _launcher_kind(self) -> str:
+        target = str(self.config.hydra.launcher.get("_target_", ""))
+        return "slurm" if "Slurm" in target else "local" if "submitit" in target else "basic"
+
+    def _check(self) -> str:
+        """Every setting that cannot work, said before any trial starts. Returns the storage to use."""
+        problems = []
+        for key, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"hydra.sweeper.{key} must be a whole number >= 1; got {value!r}")
+        bad = [d for d in self.directions if d not in ("minimize", "maximize")]
+        if bad:
+            problems.append(f"hydra.sweeper.direction: {bad} is not minimize or maximize")
+        if problems:
+            raise ValueError("; ".join(problems))
+        metric = self.config.get("optimized_metric")
+        n_metrics = 0 if metric is None else 1 if isinstance(metric, str) else len(metric)
+        if n_metrics != len(self.directions):
+            raise ValueError(
+                f"optimized_metric={OmegaConf.to_container(metric) if isinstance(metric, ListConfig) else metric} "
+                f"gives {n_metrics} value(s) and hydra.sweeper.direction has {len(self.directions)}: one direction "
+                "per metric"
+            )
+        sweeps.check_pruner(self.pruner, len(self.directions))
+        kind = self._launcher_kind()
+        storage = self.storage or sweeps.default_storage(self.sweep_dir, self.n_jobs > 1 or kind == "slurm")
+        sweeps.check_storage(storage, self.n_jobs, kind == "slurm")
+        if self.n_jobs > 1 and kind == "basic":
+            log.warning(
+                "hydra.sweeper.n_jobs=%d with Hydra's basic launcher: its trials run one after another; "
+                "hydra/launcher=local (processes) or slurm runs them at once",
+                self.n_jobs,
+            )
+        return str(storage)
+
+    def _open_study(self, storage: str, name: str):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(
+                study_name=name,
+                storage=sweeps.open_storage(storage),
+                sampler=self.sampler,
+                directions=self.directions,
+                load_if_exists=True,
+            )
+        except Exception as error:  # unreachable server, bad URL, unwritable file: before any trial
+            message = f"hydra.sweeper.storage={storage}: cannot open the study: {sweeps.first_line(error)}"
+            raise ValueError(message) from None
+        stored = [d.name.lower() for d in study.directions]
+        if stored != self.directions:
+            raise ValueError(
+                f"study {name!r} in {storage} already exists with direction {stored}, and this search asks "
+                f"for {self.directions}: choose another hydra.sweeper.study_name or hydra.sweep.dir"
+            )
+        return study
+
+    def _search_space(self, arguments: list[str]) -> tuple[dict, dict]:
+        lines = [f"{k!s}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        space, fixed = {}, {}
+        for override in OverridesParser.create().parse_overrides(lines):
+            value = distribution(override)
+            (fixed if isinstance(value, str) else space)[override.get_key_element()] = value
+        for name in fixed:  # a value given on the command line wins over the search space
+            space.pop(name, None)
+        return space, fixed
+
+    # ---- the search -----------------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> None:
+        try:
+            storage = self._check()
+            space, fixed = self._search_space(arguments)
+            if callable(self.sampler) and not hasattr(self.sampler, "sample_relative"):  # a partial: the grid
+                grid = {name: grid_choices(dist) for name, dist in space.items()}
+                self.sampler = self.sampler(grid)
+                self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
+            name = self.study_name or self.config.get("task_name") or "gankit"
+            study = self._open_study(storage, name)
+        except ValueError as error:
+            raise SystemExit(f"gankit: error: {error}") from None
+        sweeps.write_study_file(self.sweep_dir, storage, study.study_name)
+        log.info(
+            "Study %s in %s: %s, %s, pruner %s; %d trial(s), %d at a time",
+            study.study_name,
+            storage,
+            "/".join(self.directions),
+            type(study.sampler).__name__,
+            self.pruner["name"] if self.pruner else "none",
+            self.n_trials,
+            self.n_jobs,
+        )
+        if len(self.directions) > 1:
+            log.info("Two objectives: trials run to the end (Optuna prunes single-objective studies only)")
+
+        mine = []
+        for start in range(0, self.n_trials, self.n_jobs):
+            batch = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
+            for trial in batch:
+                for key, value in fixed.items():
+                    trial.set_user_attr(key, value)
+                trial.set_user_attr("directory", f"trial_{trial.number}")
+            self._run(study, batch, fixed)
+            mine += [t.number for t in batch]
+        self._summarise(study, mine)
+
+    def _overrides(self, trial, fixed: dict) -> list[str]:
+        params = {**trial.params, **fixed}
+        return [
+            *(f"{name}={value}" for name, value in params.items()),
+            f"hydra.sweep.subdir=trial_{trial.number}",
+            f"+hydra.sweeper.trial={trial.number}",
+        ]
+
+    def _run(self, study, batch: list, fixed: dict) -> None:
+        """Launch the batch's jobs; record FAIL for each trial whose job did not record its own end."""
+        jobs = [self._overrides(t, fixed) for t in batch]
+        if self._launcher_kind() == "basic":  # in this process, one after another: each failure is its own
+            outcomes = []
+            for trial, job in zip(batch, jobs, strict=True):
+                outcomes += self._launch([job], trial.number)
+        else:
+            outcomes = self._launch(jobs, batch[0].number)
+        for trial, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if sweeps.finish_trial(study, trial, "FAIL", error=sweeps.first_line(outcome)):
+                    log.warning("Trial %d failed: %s", trial.number, sweeps.first_line(outcome))
+            elif isinstance(outcome, int | float | tuple | list):  # a no-op where the job recorded its end
+                sweeps.finish_trial(study, trial, "COMPLETE", outcome)
+            elif sweeps.finish_trial(study, trial, "FAIL", error=f"the job returned {outcome!r}: no value to record"):
+                log.warning("Trial %d failed: its job returned %r", trial.number, outcome)
+
+    def _launch(self, jobs: list[list[str]], first: int) -> list:
+        """One outcome per job: its return value, or the exception that ended it (the launcher's own
+        exception for every job of the batch when the launcher failed as a whole, e.g. a killed job)."""
+        try:
+            returns = self.launcher.launch(jobs, initial_job_idx=first)
+        except (Exception, SystemExit) as error:  # SystemExit: a job run in this process (basic launcher)
+            return [error] * len(jobs)
+        outcomes = []
+        for ret in returns:
+            try:
+                outcomes.append(ret.return_value)
+            except BaseException as error:  # noqa: BLE001 - the job's own exception, whatever it was
+                outcomes.append(error)
+        return outcomes
+
+    def _summarise(self, study, mine: list[int]) -> None:
+        """optimization_results.yaml: the best (or the Pareto front), and every trial with its state."""
+        import optuna
+
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        rows = [
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                **({"value": t.value} if t.values and len(t.values) == 1 else {"values": t.values} if t.values else {}),
+                **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {}),
+                **({"pruned_at": t.last_step} if t.state == optuna.trial.TrialState.PRUNED else {}),
+                "params": dict(t.params),
+            }
+            for t in trials
+        ]
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        results: dict[str, Any] = {"name": "optuna"}
+        if complete and len(self.directions) == 1:
+            best = study.best_trial
+            results.update(best_trial=best.number, best_params=dict(best.params), best_value=best.value)
+            log.info("Best: trial %d, value %.6g, parameters %s", best.number, best.value, best.params)
+        elif complete:
+            front = study.best_trials
+            results["solutions"] = [{"trial": t.number, "params": t.params, "values": t.values} for t in front]
+            log.info("Pareto front: %d trial(s)", len(results["solutions"]))
+        counts = {state: sum(r["state"] == state for r in rows) for state in ("COMPLETE", "PRUNED", "FAIL")}
+        results.update(counts={k.lower(): v for k, v in counts.items()}, trials=rows)
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        log.info("Trials: %d complete, %d pruned, %d failed", counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
+        failed = [t for t in trials if t.number in mine and t.state == optuna.trial.TrialState.FAIL]
+        if mine and len(failed) == len(mine):
+            first = failed[0]
+            raise SystemExit(
+                f"gankit: error: all {len(mine)} trial(s) of this sweep failed; trial {first.number}: "
+                f"{first.user_attrs.get('error', 'no message')} (its run: {self.sweep_dir / f'trial_{first.number}'})"
+            )

@@ -1,0 +1,229 @@
+"""Optuna searches through Hydra: the study, its storage, its pruner, and how a job finds its own trial.
+
+gankit's sweeper (`hydra/sweeper=optuna`, the class in `hydra_plugins.gankit_sweeper`) asks the
+study for trials, launches one job per trial with `hydra.sweep.subdir=trial_<n>` and
+`+hydra.sweeper.trial=<n>`, and records what the launcher could not (a job that died). The job
+itself reports to its trial through the storage: each evaluation (`report`), the pruner's
+answer (`should_prune`), and its final state (COMPLETE with its value, PRUNED, or FAIL with the
+error). Hydra's own Optuna plugin hands a job only its overrides (hydra #1710, #1954), so no job
+could be pruned; and one failed trial ended its sweep.
+
+Storage: SQLite for one process at a time (the default with `n_jobs=1` on this machine),
+Optuna's journal file for several processes on one machine or a shared filesystem (the default
+when `n_jobs > 1` or the launcher is SLURM), an RDB URL (PostgreSQL, MySQL) across machines.
+`<sweep dir>/study.yaml` names the storage and the study for the jobs and for report.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "study.yaml"
+SQLITE_FILE = "optuna.db"
+JOURNAL_FILE = "optuna.journal"
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "threshold")
+
+
+class TrialFailed(RuntimeError):
+    """A trial's run ended on a problem the user can fix: recorded FAIL, and the sweep goes on."""
+
+
+# ---- storage --------------------------------------------------------------------------------------
+def default_storage(sweep_dir: str | Path, parallel: bool) -> str:
+    """SQLite in the sweep directory for one trial at a time, else a journal file there."""
+    sweep_dir = Path(sweep_dir).resolve()
+    return str(sweep_dir / JOURNAL_FILE) if parallel else f"sqlite:///{sweep_dir / SQLITE_FILE}"
+
+
+def is_url(storage: str) -> bool:
+    return "://" in storage
+
+
+def check_storage(storage: str, n_jobs: int, slurm: bool) -> None:
+    """SQLite serves one writing process at a time: refused where several trials run at once."""
+    if not storage.startswith("sqlite:"):
+        return
+    where = f"hydra.sweeper.n_jobs={n_jobs}" if n_jobs > 1 else "hydra/launcher=slurm"
+    if n_jobs > 1 or slurm:
+        raise ValueError(
+            f"hydra.sweeper.storage={storage}: SQLite serves one process at a time, and {where} runs several "
+            "trials at once. Use a journal file (hydra.sweeper.storage=<sweep dir>/optuna.journal, or null for "
+            "that default; on a filesystem every node shares for SLURM) or a database server "
+            "(hydra.sweeper.storage='postgresql+psycopg2://user@host/db')."
+        )
+
+
+def open_storage(storage: str):
+    """An Optuna storage: an RDB for a URL (sqlite:///, postgresql://, ...), else a journal file at that path."""
+    import optuna
+
+    if is_url(storage):
+        return optuna.storages.RDBStorage(storage)
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(storage))
+
+
+def write_study_file(sweep_dir: str | Path, storage: str, study_name: str) -> None:
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    (Path(sweep_dir) / STUDY_FILE).write_text(yaml.safe_dump({"storage": storage, "study_name": study_name}))
+
+
+def read_study_file(sweep_dir: str | Path) -> dict | None:
+    path = Path(sweep_dir) / STUDY_FILE
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def load_sweep_study(sweep_dir: str | Path, pruner=None):
+    """The study of a sweep directory (its study.yaml; an older sweep's optuna.db), or None."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    info = read_study_file(sweep_dir)
+    if info is None:
+        db = Path(sweep_dir) / SQLITE_FILE
+        if not db.is_file():
+            return None
+        storage = open_storage(f"sqlite:///{db.resolve()}")
+        names = optuna.get_all_study_names(storage)
+        return optuna.load_study(study_name=names[0], storage=storage, pruner=pruner) if names else None
+    return optuna.load_study(study_name=info["study_name"], storage=open_storage(info["storage"]), pruner=pruner)
+
+
+# ---- the pruner -------------------------------------------------------------------------------------
+def check_pruner(pruner: Any, n_objectives: int) -> None:
+    """The sweeper's `pruner` settings, checked in the launching process before any trial starts."""
+    if pruner is None:
+        return
+    name = pruner.get("name") if hasattr(pruner, "get") else pruner
+    if name not in PRUNERS:
+        raise ValueError(
+            f"hydra.sweeper.pruner.name={name!r} is not a pruner; choose one of {', '.join(PRUNERS)}, "
+            "or hydra.sweeper.pruner=null for none"
+        )
+    if n_objectives > 1:
+        raise ValueError(
+            f"hydra.sweeper.pruner: Optuna cannot prune a study with {n_objectives} objectives "
+            "(trial.report takes one value); set hydra.sweeper.pruner=null"
+        )
+    if name == "threshold" and not any(isinstance(pruner.get(k), int | float) for k in ("lower", "upper")):
+        raise ValueError("hydra.sweeper.pruner: the threshold pruner needs a number in upper or lower (or both)")
+    for key in ("warmup_evaluations", "startup_trials"):
+        value = pruner.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"hydra.sweeper.pruner.{key} must be a whole number >= 0; got {value!r}")
+
+
+def build_pruner(pruner: Any, step_size: int):
+    """The Optuna pruner of `pruner` settings, with its warm-up turned from evaluations into steps.
+
+    step_size: the report axis's distance between two evaluations (generator steps, or images for
+    kimg cadences). None settings: optuna's NopPruner (reports are kept, nothing is pruned)."""
+    import optuna
+
+    if pruner is None:
+        return optuna.pruners.NopPruner()
+    name = pruner["name"]
+    evaluations = int(pruner.get("warmup_evaluations", 0))
+    warmup = evaluations * step_size + 1 if evaluations else 0  # Optuna may prune from step n_warmup_steps on
+    startup = int(pruner.get("startup_trials", 0))
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(
+            float(pruner.get("percentile", 25.0)), n_startup_trials=startup, n_warmup_steps=warmup
+        )
+    if name == "threshold":  # a fixed bar: e.g. upper: 300 stops any trial whose FID is above 300 after the warm-up
+        lower, upper = pruner.get("lower"), pruner.get("upper")
+        return optuna.pruners.ThresholdPruner(lower=lower, upper=upper, n_warmup_steps=warmup)
+    factor = int(pruner.get("reduction_factor", 3))
+    first = (evaluations + 1) * step_size  # the first rung: the first evaluation after the warm-up
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=factor)
+    return optuna.pruners.HyperbandPruner(min_resource=first, reduction_factor=factor)
+
+
+# ---- a job's trial ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class JobTrial:
+    """The Optuna trial a sweep job reports to, found through the storage (study name + trial number)."""
+
+    storage: str
+    study_name: str
+    number: int
+    pruner: dict | None
+    metric: str | None
+
+    @classmethod
+    def of_this_job(cls, optimized_metric: Any) -> JobTrial | None:
+        """The trial the sweeper gave this job (`hydra.sweeper.trial`), or None outside an Optuna search."""
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        if not HydraConfig.initialized():
+            return None
+        hydra = HydraConfig.get()
+        number = hydra.sweeper.get("trial") if hydra.sweeper is not None else None
+        if number is None:
+            return None
+        info = read_study_file(hydra.sweep.dir)
+        if info is None:
+            raise ValueError(f"{hydra.sweep.dir}/{STUDY_FILE} is missing: this job's trial cannot be found")
+        pruner = OmegaConf.to_container(hydra.sweeper.pruner) if hydra.sweeper.get("pruner") else None
+        metric = optimized_metric if isinstance(optimized_metric, str) else None  # several: not pruned
+        return cls(info["storage"], info["study_name"], int(number), pruner, metric)
+
+    def open(self, step_size: int = 1):
+        """(study, trial): the study with this job's pruner, and a Trial object to report to."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(
+            study_name=self.study_name,
+            storage=open_storage(self.storage),
+            pruner=build_pruner(self.pruner if self.metric else None, step_size),
+        )
+        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == self.number), None)
+        if frozen is None:
+            raise ValueError(f"trial {self.number} is not in study {self.study_name!r} ({self.storage})")
+        # Optuna's documented way to resume a trial in another process: Trial(study, trial_id). The id is
+        # the storage's (FrozenTrial._trial_id), not the number: the only private name used here.
+        return study, optuna.trial.Trial(study, frozen._trial_id)
+
+
+def finish_trial(study, trial, state: str, values=None, **attrs: Any) -> bool:
+    """Record a trial's end (COMPLETE / PRUNED / FAIL), with attributes (error, steps), unless it has one.
+
+    Returns whether this call recorded it. A COMPLETE value that is missing or NaN is recorded FAIL."""
+    import optuna
+
+    stored = next((t for t in study.get_trials(deepcopy=False) if t.number == trial.number), None)
+    if stored is None or stored.state.is_finished():
+        return False
+    for key, value in attrs.items():
+        if value is not None:
+            trial.set_user_attr(key, value)
+    state = optuna.trial.TrialState[state]
+    if state == optuna.trial.TrialState.COMPLETE:
+        values = list(values) if isinstance(values, list | tuple) else [values]
+        if any(v is None or not math.isfinite(float(v)) for v in values):
+            trial.set_user_attr("error", f"the run's value is {values}: not a number")
+            state, values = optuna.trial.TrialState.FAIL, None
+    else:
+        values = None
+    study.tell(trial, values=values, state=state, skip_if_finished=True)
+    return True
+
+
+def first_line(error: BaseException | str) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
