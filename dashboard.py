@@ -29,12 +29,12 @@ def main() -> int:
     from gankit.dashboards import panel_keys, sweep_settings, workspace
 
     try:
-        sweep, columns, metrics = args.sweep, list(args.columns), args.metrics
+        sweep, columns, metrics, trials = args.sweep, list(args.columns), args.metrics, False
         if args.sweep_dir is not None:
             found = sweep_settings(args.sweep_dir)
-            sweep, metrics = sweep or found["sweep"], metrics or found["metrics"]
+            sweep, metrics, trials = sweep or found["sweep"], metrics or found["metrics"], found["trials"]
             columns += [c for c in found["columns"] if c not in columns]
-        view = workspace(args.entity, args.project, metrics or "digits", sweep, columns, args.name)
+        view = workspace(args.entity, args.project, metrics or "digits", sweep, columns, args.name, trials=trials)
     except (ValueError, FileNotFoundError) as error:
         print(f"dashboard.py: {error}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from gankit import sweeps
-from gankit.runs import find_jobs
+from gankit.runs import find_jobs, wandb_summary
 from gankit.sweeper import distribution, grid_choices
 from tests.conftest import run_cli
 
@@ -71,9 +71,11 @@ def test_pruner_warmup_is_counted_in_evaluations():
 def test_a_pruned_trial_stops_cleanly_and_the_study_records_it(tmp_path):
     """A threshold no FID can meet prunes every trial at its first evaluation after the warm-up (1 here)."""
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2",
-                     "g_steps=12", "metrics.evaluation.every_n_g_steps=2", "hydra/sweeper/pruner=threshold",
-                     "hydra.sweeper.pruner.upper=0.0", "hydra.sweeper.pruner.warmup_evaluations=1", timeout=400)  # fmt: skip
+    result = run_cli("-m", "hparams_search=optuna", *TINY, "logger=wandb", f"hydra.sweep.dir={sweep}",
+                     "hydra.sweeper.n_trials=2", "g_steps=12", "metrics.evaluation.every_n_g_steps=2",
+                     "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.upper=0.0",
+                     "hydra.sweeper.pruner.warmup_evaluations=1",
+                     env={"WANDB_MODE": "offline"}, timeout=400)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]  # pruned is not failed: the sweep ends well
     study = _load(f"sqlite:///{sweep / 'optuna.db'}")
     for trial in study.trials:
@@ -92,6 +94,13 @@ def test_a_pruned_trial_stops_cleanly_and_the_study_records_it(tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     page = (sweep / "report.html").read_text()
     assert "pruned at step 4" in page and "status-pruned" in page  # the study table and the job table
+    for trial in study.trials:  # W&B: each run's summary has its trial and state; the workspace shows them
+        (run_file,) = (sweep / f"trial_{trial.number}").glob("wandb/offline-run-*/*.wandb")
+        summary = wandb_summary(run_file)
+        assert (summary["trial/number"], summary["trial/state"]) == (trial.number, "PRUNED")
+    layout = run_cli("wandb", "--entity", "e", "--project", "p", "--sweep-dir", str(sweep), "--dry-run",
+                     script="dashboard.py")  # fmt: skip
+    assert "summary:trial/state" in layout.stdout, layout.stderr[-2000:]
 
 
 def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):

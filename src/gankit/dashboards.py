@@ -66,9 +66,11 @@ def workspace(
     sweep: str | None = None,
     columns: list[str] | tuple[str, ...] = (),
     name: str | None = None,
+    trials: bool = False,
 ):
     """The workspace (not saved). `sweep`: only runs of that W&B group (a gankit multirun's group);
-    `columns`: config keys shown in the runs table (the sweep's overrides, e.g. model.loss)."""
+    `columns`: config keys shown in the runs table (the sweep's overrides, e.g. model.loss); `trials`: an
+    Optuna search, whose runs table also shows each run's trial number and state (COMPLETE / PRUNED)."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
@@ -96,9 +98,10 @@ def workspace(
     if "val/evaluations" in keys["pictures"]:
         pictures.append(wr.WeavePanelSummaryTable(table_name="val/evaluations"))
     best = [f"summary:{k}.{'min' if k in LOWER_IS_BETTER else 'max'}" for k in val]
+    trial = ["summary:trial/number", "summary:trial/state"] if trials else []  # an Optuna search: pruned runs
     runs = ws.RunsetSettings(
         filters=[ws.Metric("Group") == sweep] if sweep else "",
-        pinned_columns=["run:displayName", *(f"config:{c}" for c in columns), *best, "summary:g_step.max"],
+        pinned_columns=["run:displayName", *trial, *(f"config:{c}" for c in columns), *best, "summary:g_step.max"],
     )
     sections = [
         ws.Section(name="Quality", panels=quality, is_open=True),
@@ -154,4 +157,7 @@ def sweep_settings(sweep_dir: Path) -> dict:
         given = Path(sweep_dir).resolve()
         sweep = str(given.parent if (given / ".hydra").is_dir() else given)
     group = f"{hydra['job']['name']}-{Path(sweep).name}"  # as gankit.training names it
-    return {"sweep": group, "columns": columns, "metrics": hydra["runtime"]["choices"].get("metrics")}
+    from gankit.sweeps import STUDY_FILE
+
+    trials = (Path(sweep) / STUDY_FILE).is_file() or (Path(sweep_dir) / STUDY_FILE).is_file()
+    return {"sweep": group, "columns": columns, "metrics": hydra["runtime"]["choices"].get("metrics"), "trials": trials}

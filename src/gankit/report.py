@@ -377,7 +377,7 @@ def _optuna_section(root: Path, plotly) -> str:
         if t.state == optuna.trial.TrialState.PRUNED:
             note = f"pruned at step {t.last_step}"
         cells = [t.number, t.state.name, *values, t.user_attrs.get("g_steps"), note, *(t.params.get(p) for p in params)]
-        css = f" class=status-{t.state.name.lower()}"
+        css = "" if t.state == optuna.trial.TrialState.COMPLETE else f" class=status-{t.state.name.lower()}"
         rows.append(f"<tr{css}>" + "".join(_cell(c) for c in cells) + "</tr>")
     info = read_study_file(root) or {"storage": f"sqlite:///{Path(root).resolve() / 'optuna.db'}"}
     counts = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}

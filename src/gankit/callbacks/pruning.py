@@ -76,6 +76,7 @@ class TrialReporting(L.Callback):
             return
         self._report_new(pl_module)  # the final evaluation (made by Evaluation.on_train_end, just before)
         attrs = {"g_steps": int(pl_module.g_steps), "kimg": round(float(pl_module.kimg), 3)}
+        self._mark_wandb(trainer, "PRUNED" if self.pruned else "COMPLETE")
         if self.pruned is not None:
             finish_trial(self.study, self.trial, "PRUNED", **attrs)
             return
@@ -83,6 +84,19 @@ class TrialReporting(L.Callback):
 
         values = optimized_metric(trainer, self.metrics if len(self.metrics) > 1 else self.metrics[0])
         finish_trial(self.study, self.trial, "COMPLETE", values, **attrs)
+
+    def _mark_wandb(self, trainer: L.Trainer, state: str) -> None:
+        """The trial's number and state in each W&B run's summary (the workspace's runs table shows them) and,
+        when pruned, a `pruned` tag: its curves end early on purpose."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                run = logger.experiment
+                run.summary["trial/number"] = self.job_trial.number
+                run.summary["trial/state"] = state
+                if state == "PRUNED":
+                    run.tags = (*(run.tags or ()), "pruned")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         from gankit.callbacks.preemption import Preempted
