@@ -207,20 +207,35 @@ def test_two_trials_at_once_on_a_postgresql_server(tmp_path, postgres):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["hparams_search=optuna_fid_recall", "hydra.sweeper.pruner={name: median}"],
-         "Optuna cannot prune a study with 2 objectives"),
+        (
+            ["hparams_search=optuna_fid_recall", "hydra.sweeper.pruner={name: median}"],
+            "Optuna cannot prune a study with 2 objectives",
+        ),
         (["hydra.sweeper.pruner.name=patient"], "hydra.sweeper.pruner.name='patient' is not a pruner; choose one of"),
         (["hydra/sweeper/pruner=threshold"], "the threshold pruner needs a number in upper or lower"),
-        (["hydra.sweeper.n_jobs=2", "hydra/launcher=local", "hydra.sweeper.storage=sqlite:///{tmp}/s.db"],
-         "SQLite serves one process at a time, and hydra.sweeper.n_jobs=2 runs several trials at once. Use a journal"),
-        (["hydra/launcher=slurm", "hydra.sweeper.storage=sqlite:///{tmp}/s.db"],
-         "SQLite serves one process at a time, and hydra/launcher=slurm runs several"),
-        (["hydra.sweeper.storage='postgresql+psycopg2://postgres@/optuna?host={tmp}/nowhere&port=1'"],
-         "cannot open the study"),
+        (
+            ["hydra.sweeper.n_jobs=2", "hydra/launcher=local", "hydra.sweeper.storage=sqlite:///{tmp}/s.db"],
+            "SQLite serves one process at a time, and hydra.sweeper.n_jobs=2 runs several trials at once. Use a journal",
+        ),
+        (
+            ["hydra/launcher=slurm", "hydra.sweeper.storage=sqlite:///{tmp}/s.db"],
+            "SQLite serves one process at a time, and hydra/launcher=slurm runs several",
+        ),
+        (
+            ["hydra.sweeper.storage='postgresql+psycopg2://postgres@/optuna?host={tmp}/nowhere&port=1'"],
+            "cannot open the study",
+        ),
         (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs must be a whole number >= 1"),
     ],
-    ids=["pruner-two-objectives", "unknown-pruner", "threshold-without-bar", "sqlite-n-jobs", "sqlite-slurm",
-         "unreachable-storage", "n-jobs-zero"],  # fmt: skip
+    ids=[
+        "pruner-two-objectives",
+        "unknown-pruner",
+        "threshold-without-bar",
+        "sqlite-n-jobs",
+        "sqlite-slurm",
+        "unreachable-storage",
+        "n-jobs-zero",
+    ],  # fmt: skip
 )
 def test_search_settings_that_cannot_work_fail_before_any_trial(tmp_path, args, message):
     sweep = tmp_path / "sweep"
