@@ -103,6 +103,23 @@ def test_a_pruned_trial_stops_cleanly_and_the_study_records_it(tmp_path):
     assert "summary:trial/state" in layout.stdout, layout.stderr[-2000:]
 
 
+def test_a_ddp_trial_is_pruned_on_every_rank(tmp_path):
+    """Rank 0 asks the pruner; the rank Lightning starts learns the trial from the job and follows its decision."""
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=1",
+                     "g_steps=12", "metrics.evaluation.every_n_g_steps=2", "hydra/sweeper/pruner=threshold",
+                     "hydra.sweeper.pruner.upper=0.0", "hydra.sweeper.pruner.warmup_evaluations=1", "trainer=ddp",
+                     "trainer.devices=2", "trainer.accelerator=cpu", timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = _load(f"sqlite:///{sweep / 'optuna.db'}").trials
+    assert trial.state.name == "PRUNED" and sorted(trial.intermediate_values) == [2, 4]
+    for log_file in ("debug.log", "debug.rank1.log"):  # both ranks stopped at the same step
+        assert (
+            "Pruned: trial 0 stopped by the study's threshold pruner at step 4"
+            in (sweep / "trial_0" / log_file).read_text()
+        )
+
+
 def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}", "hydra/sweeper/sampler=grid",
@@ -215,7 +232,7 @@ def test_two_trials_at_once_on_a_postgresql_server(tmp_path, postgres):
         (["hydra/sweeper/pruner=threshold"], "the threshold pruner needs a number in upper or lower"),
         (
             ["hydra.sweeper.n_jobs=2", "hydra/launcher=local", "hydra.sweeper.storage=sqlite:///{tmp}/s.db"],
-            "SQLite serves one process at a time, and hydra.sweeper.n_jobs=2 runs several trials at once. Use a journal",
+            "SQLite serves one process at a time, and hydra.sweeper.n_jobs=2 runs several trials at once. Use a",
         ),
         (
             ["hydra/launcher=slurm", "hydra.sweeper.storage=sqlite:///{tmp}/s.db"],

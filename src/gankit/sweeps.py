@@ -16,9 +16,13 @@ when `n_jobs > 1` or the launcher is SLURM), an RDB URL (PostgreSQL, MySQL) acro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +167,8 @@ class JobTrial:
     pruner: dict | None
     metric: str | None
 
+    ENV = "GANKIT_OPTUNA_TRIAL"  # the trial, for the DDP ranks Lightning starts (they run the job, not the sweep)
+
     @classmethod
     def of_this_job(cls, optimized_metric: Any) -> JobTrial | None:
         """The trial the sweeper gave this job (`hydra.sweeper.trial`), or None outside an Optuna search."""
@@ -174,13 +180,24 @@ class JobTrial:
         hydra = HydraConfig.get()
         number = hydra.sweeper.get("trial") if hydra.sweeper is not None else None
         if number is None:
-            return None
+            inherited = os.environ.get(cls.ENV)
+            return cls(**json.loads(inherited)) if inherited else None
         info = read_study_file(hydra.sweep.dir)
         if info is None:
             raise ValueError(f"{hydra.sweep.dir}/{STUDY_FILE} is missing: this job's trial cannot be found")
         pruner = OmegaConf.to_container(hydra.sweeper.pruner) if hydra.sweeper.get("pruner") else None
         metric = optimized_metric if isinstance(optimized_metric, str) else None  # several: not pruned
         return cls(info["storage"], info["study_name"], int(number), pruner, metric)
+
+    @contextlib.contextmanager
+    def inherited(self) -> Iterator[None]:
+        """While the job runs, the ranks it starts (Lightning's DDP launcher) learn the trial from the environment:
+        every rank must take part in the pruning decision (a broadcast from rank 0)."""
+        os.environ[self.ENV] = json.dumps(dataclasses.asdict(self))
+        try:
+            yield
+        finally:
+            os.environ.pop(self.ENV, None)
 
     def open(self, step_size: int = 1):
         """(study, trial): the study with this job's pruner, and a Trial object to report to."""

@@ -99,16 +99,17 @@ def _fit(cfg: DictConfig, job_trial: JobTrial | None = None) -> float | None:
         logger.log_hyperparams(hparams)
     log.info("Run directory: %s", cfg.paths.output_dir)
     try:
-        with relaunch_job_only(spawns_ranks(trainer)):
+        with relaunch_job_only(spawns_ranks(trainer)), job_trial.inherited() if job_trial else contextlib.nullcontext():
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:
         _finish_wandb()
     if reporting is not None and reporting.pruned is not None:
         step, value = reporting.pruned
         log.info(
-            "Pruned: trial %d stopped at step %d of its study's axis (%s=%.4g, behind the other trials); "
+            "Pruned: trial %d stopped by the study's %s pruner at step %d (%s=%.4g); "
             "%d generator steps, last checkpoint and logs in %s",
             job_trial.number,
+            job_trial.pruner["name"],
             step,
             job_trial.metric,
             value,

@@ -45,27 +45,39 @@ class TrialReporting(L.Callback):
             return pl_module.images_seen // self.step_size * self.step_size
         return pl_module.g_steps
 
-    def _report_new(self, pl_module) -> float | None:
-        """Report the evaluations since the last call (rank 0); the newest value, or None."""
+    def _new_value(self) -> float | None:
+        """The newest value of the metric among the evaluations since the last call (every rank keeps count)."""
         history = self.evaluation.history if self.evaluation else []
         new, self._seen = history[self._seen :], len(history)
         metric = self.job_trial.metric
         values = [v[metric] for _, v in new if metric in v] if metric else []
-        if not values:
-            return None
+        return values[-1] if values else None
+
+    def _report(self, value: float | None, pl_module) -> None:
         step = self._step(pl_module)
-        if step > self._last_step and self.trial is not None:
-            self.trial.report(values[-1], step)
+        if value is not None and step > self._last_step and self.trial is not None:
+            from optuna.exceptions import UpdateFinishedTrialError
+
+            try:
+                self.trial.report(value, step)
+            except UpdateFinishedTrialError:  # finished in the study by someone else (by hand, a stale-trial sweep)
+                log.warning(
+                    "Trial %d is already finished in its study: this run goes on without reporting", self.trial.number
+                )
+                self.trial = None
+                return
             self._last_step = step
-        return values[-1]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if self.evaluation is None or len(self.evaluation.history) == self._seen:
-            return
-        value = self._report_new(pl_module) if trainer.is_global_zero else None
-        prune = bool(value is not None and self.trial.should_prune()) if trainer.is_global_zero else False
+            return  # the same on every rank: all evaluate at the same steps
+        value = self._new_value()
+        prune = False
+        if trainer.is_global_zero and value is not None:
+            self._report(value, pl_module)
+            prune = self.trial is not None and bool(self.trial.should_prune())
         if trainer.world_size > 1:
-            prune = trainer.strategy.broadcast(prune, src=0)
+            prune, value = trainer.strategy.broadcast((prune, value), src=0)
         if prune:
             self.pruned = (self._step(pl_module), value)
             trainer.should_stop = True  # after this batch: last.ckpt is saved at the end of training as usual
@@ -74,7 +86,7 @@ class TrialReporting(L.Callback):
         """The trial's end: PRUNED, or COMPLETE with the run's best value of each optimised metric."""
         if not trainer.is_global_zero or self.trial is None:
             return
-        self._report_new(pl_module)  # the final evaluation (made by Evaluation.on_train_end, just before)
+        self._report(self._new_value(), pl_module)  # the final evaluation (Evaluation.on_train_end, just before)
         attrs = {"g_steps": int(pl_module.g_steps), "kimg": round(float(pl_module.kimg), 3)}
         self._mark_wandb(trainer, "PRUNED" if self.pruned else "COMPLETE")
         if self.pruned is not None:
