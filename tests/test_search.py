@@ -103,6 +103,22 @@ def test_a_pruned_trial_stops_cleanly_and_the_study_records_it(tmp_path):
     assert "summary:trial/state" in layout.stdout, layout.stderr[-2000:]
 
 
+def test_a_kimg_cadence_reports_on_one_image_axis_for_every_batch_size(tmp_path):
+    """With metrics.evaluation.every_n_kimg the trials report at images seen, rounded down to the cadence: trials
+    of different batch sizes land on the same steps (the median pruner compares values at equal steps)."""
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}", "hydra/sweeper/sampler=grid",
+                     "hydra.sweeper.params=null", "data.batch_size=choice(8, 12)", "model.n_critic=1", "g_steps=12",
+                     "metrics.evaluation.every_n_kimg=0.024", "hydra.sweeper.pruner=null", timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = {
+        t.params["data.batch_size"]: sorted(t.intermediate_values)
+        for t in _load(f"sqlite:///{sweep / 'optuna.db'}").trials
+    }
+    assert steps[8] == [24, 48, 72, 96]  # 12 steps x 8 images
+    assert steps[12] == [24, 48, 72, 96, 120, 144]  # 12 steps x 12 images
+
+
 def test_a_ddp_trial_is_pruned_on_every_rank(tmp_path):
     """Rank 0 asks the pruner; the rank Lightning starts learns the trial from the job and follows its decision."""
     sweep = tmp_path / "sweep"
