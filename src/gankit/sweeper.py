@@ -237,9 +237,14 @@ class StudySweeper(Sweeper):
     def _launch(self, jobs: list[list[str]], first: int) -> list:
         """One outcome per job: its return value, or the exception that ended it (the launcher's own
         exception for every job of the batch when the launcher failed as a whole, e.g. a killed job)."""
+        in_process = self._launcher_kind() == "basic"  # a SystemExit there is the job's own (a user error)
         try:
             returns = self.launcher.launch(jobs, initial_job_idx=first)
-        except (Exception, SystemExit) as error:  # SystemExit: a job run in this process (basic launcher)
+        except SystemExit as error:
+            if not in_process:  # the launcher's: e.g. SLURM refused the submission; no trial can run
+                raise
+            return [error] * len(jobs)
+        except Exception as error:  # a job killed, a launcher that failed as a whole
             return [error] * len(jobs)
         outcomes = []
         for ret in returns:

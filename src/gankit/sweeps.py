@@ -1,6 +1,6 @@
 """Optuna searches through Hydra: the study, its storage, its pruner, and how a job finds its own trial.
 
-gankit's sweeper (`hydra/sweeper=optuna`, the class in `hydra_plugins.gankit_sweeper`) asks the
+gankit's sweeper (`hydra/sweeper=optuna`, the class in `hydra_plugins.gankit`) asks the
 study for trials, launches one job per trial with `hydra.sweep.subdir=trial_<n>` and
 `+hydra.sweeper.trial=<n>`, and records what the launcher could not (a job that died). The job
 itself reports to its trial through the storage: each evaluation (`report`), the pruner's

@@ -1,0 +1,159 @@
+"""A throw-away SLURM cluster on this machine: slurmctld and two slurmd "nodes" (n1, n2) in a temporary folder.
+
+Debian's slurm-wlm 22.05 and munge (`scripts/system_packages.sh` installs them); the recipe in
+../shared/FIELD_NOTES.md. Each node has 4 CPUs (declared: `config_overrides`, this machine
+has 2 cores), partition `cpu`; node names resolve to 127.0.0.1
+(/etc/hosts: Lightning takes MASTER_ADDR from the first node of SLURM_NODELIST). Every daemon this
+starts is stopped by its pid at the end; munged is started only when `munge -n` fails, and left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BINARIES = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "munge", "munged")
+NODES = ("n1", "n2")
+
+
+def missing() -> list[str]:
+    return [b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+
+
+def _binary(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    folder: Path
+    conf: Path
+    pid_files: list[Path] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def run(self, *args: str, check: bool = True, timeout: int = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(args, env={**os.environ, **self.env}, capture_output=True, text=True, check=check,
+                              timeout=timeout)  # fmt: skip
+
+    def idle_nodes(self) -> set[str]:
+        result = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False)
+        return {line.split()[0] for line in result.stdout.splitlines() if line.split()[1:] == ["idle"]}
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.idle_nodes() == set(NODES):
+                return
+            time.sleep(0.5)
+        logs = "\n".join(p.read_text(errors="replace")[-1500:] for p in self.folder.glob("*.log"))
+        raise RuntimeError(f"SLURM nodes not idle after {timeout:.0f} s:\n{logs}")
+
+    def jobs(self) -> list[str]:
+        """Job ids in the queue (any state)."""
+        return self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+
+    def stop(self) -> None:
+        for pid_file in self.pid_files:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and any(p.exists() for p in self.pid_files):
+            time.sleep(0.2)
+
+
+def _munge_running() -> bool:
+    return subprocess.run(["munge", "-n"], capture_output=True).returncode == 0
+
+
+def _start_munge() -> None:
+    if _munge_running():
+        return
+    key = Path("/etc/munge/munge.key")
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o400)
+        shutil.chown(key, "munge", "munge")
+    Path("/run/munge").mkdir(parents=True, exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    subprocess.run(["runuser", "-u", "munge", "--", _binary("munged"), "--force"], check=False, capture_output=True)
+    if not _munge_running():
+        subprocess.run([_binary("munged"), "--force"], check=True, capture_output=True)
+
+
+def _hosts_resolve() -> None:
+    """n1 and n2 -> 127.0.0.1 (appended to /etc/hosts once)."""
+    hosts = Path("/etc/hosts")
+    text = hosts.read_text()
+    names = [n for n in NODES if not any(n in line.split()[1:] for line in text.splitlines() if line.strip())]
+    if names:
+        hosts.write_text(text.rstrip("\n") + f"\n127.0.0.1 {' '.join(names)}  # gankit's test SLURM\n")
+
+
+def start(folder: Path) -> Cluster:
+    """A cluster in `folder`, its nodes idle; raises RuntimeError if it does not come up."""
+    if os.geteuid() != 0:
+        raise PermissionError("the test cluster runs its daemons as root (SlurmUser=root)")
+    _start_munge()
+    _hosts_resolve()
+    host = socket.gethostname().split(".")[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "state").mkdir(exist_ok=True)
+    node_lines = "\n".join(
+        f"NodeName={n} NodeHostname={host} Port={_free_port()} CPUs=4 RealMemory=4000 State=UNKNOWN" for n in NODES
+    )
+    conf = folder / "slurm.conf"
+    conf.write_text(
+        f"""ClusterName=gankit
+SlurmctldHost={host}
+SlurmctldPort={_free_port()}
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={folder}/state
+SlurmdSpoolDir={folder}/spool.%n
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.%n.pid
+SlurmctldLogFile={folder}/slurmctld.log
+SlurmdLogFile={folder}/slurmd.%n.log
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+JobRequeue=1
+SlurmdParameters=config_overrides
+MinJobAge=30
+{node_lines}
+PartitionName=cpu Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP
+"""
+    )
+    cluster = Cluster(folder, conf, [folder / "slurmctld.pid", *(folder / f"slurmd.{n}.pid" for n in NODES)])
+    env = {**os.environ, **cluster.env}
+    try:
+        subprocess.run([_binary("slurmctld"), "-f", str(conf)], env=env, check=True, capture_output=True, timeout=30)
+        for node in NODES:
+            subprocess.run([_binary("slurmd"), "-f", str(conf), "-N", node], env=env, check=True,
+                           capture_output=True, timeout=30)  # fmt: skip
+        cluster.wait_idle()
+    except Exception:
+        cluster.stop()
+        raise
+    return cluster
