@@ -6,14 +6,18 @@ Skipped with the reason where the SLURM and munge binaries are missing or the te
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 
+from gankit.runs import find_jobs
 from tests import slurm_cluster
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 TINY = ["debug=fast", "metrics.evaluation.num_samples=32", "hydra.launcher.partition=cpu"]
 
@@ -116,3 +120,102 @@ def test_a_submission_slurm_refuses_is_one_message(cluster, tmp_path, args, mess
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("gankit: error: SLURM refused the job (sbatch: error:") and message in last, last
     assert "Traceback" not in result.stderr
+
+
+# ---- preemption on a real scheduler ---------------------------------------------------------------------
+LONG = ["trainer.accelerator=cpu", "g_steps=300", "metrics.evaluation.every_n_g_steps=25",
+        "callbacks.samples.every_n_g_steps=100", "seed=3", "ckpt_path=auto"]  # fmt: skip
+
+
+def _wait(predicate, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _log(run: Path) -> str:
+    return (run / "debug.log").read_text(errors="replace") if (run / "debug.log").is_file() else ""
+
+
+def _start_sweep(cluster, sweep: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", **cluster.env}
+    command = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", *TINY, *LONG, *args,
+               f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _running_job(cluster) -> str:
+    result = cluster.run("squeue", "-h", "-t", "RUNNING", "-o", "%i", check=False)
+    return result.stdout.split()[0] if result.stdout.split() else ""
+
+
+def _weights(run: Path) -> dict:
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return {**state["state_dict"], "g_steps": torch.tensor(state["loops"]["fit_loop"]["epoch_loop.state_dict"].get(
+        "_batches_that_stepped", 0))}  # fmt: skip
+
+
+def test_a_time_limit_signal_requeues_within_the_budget_and_the_resumed_run_ends_like_a_straight_one(cluster, tmp_path):
+    """USR2 (SLURM's time-limit warning, sent by scancel here) saves and requeues once (max_num_timeout=1); the second
+    USR2 finds the budget spent: the job ends with its checkpoint and the command that continues it, which finishes
+    with the weights of a run that was never stopped."""
+    straight = tmp_path / "straight"
+    result = _slurm(cluster, *LONG, f"hydra.sweep.dir={straight}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    sweep, run = tmp_path / "preempted", tmp_path / "preempted" / "0"
+    process = _start_sweep(cluster, sweep, "hydra.launcher.max_num_timeout=1")
+
+    def evaluated_in_session(n: int) -> bool:  # the n-th session (start or resume) has evaluated once
+        sessions = _log(run).split("] - Run directory: ")
+        return len(sessions) > n and "Evaluation at generator step" in sessions[n]
+
+    try:
+        _wait(lambda: evaluated_in_session(1), 120, "the first evaluation")
+        job = _wait(lambda: _running_job(cluster), 60, "the running job")
+        cluster.run("scancel", "--signal=USR2", job)
+        _wait(lambda: "requeue 1 of 1 allowed" in _log(run), 60, "the requeue")
+        # SLURM holds a requeued job (BeginTime, about 2 minutes): release it once the first run has left its node
+        # (released while the node still cleans up, the job is killed: "Job credential revoked")
+        _wait(lambda: cluster.run("squeue", "-h", "-t", "PENDING", "-o", "%i", check=False).stdout.strip()
+              and cluster.idle_nodes() == {"n1", "n2"}, 120, "the requeued job pending on idle nodes")  # fmt: skip
+        time.sleep(2)
+        cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+        _wait(lambda: evaluated_in_session(2), 180, "the requeued job to resume")
+        cluster.run("scancel", "--signal=USR2", _wait(lambda: _running_job(cluster), 60, "the requeued job"))
+        process.communicate(timeout=120)
+    finally:
+        process.kill()
+    text = _log(run)
+    assert "requeue budget spent: 1 of hydra.launcher.max_num_timeout=1" in text, text[-3000:]
+    assert process.returncode != 0
+    resume = text.split("Resume with: ", 1)[1].splitlines()[0].split()
+    assert resume[:4] == ["python", "train.py", "-m", "hydra/launcher=slurm"] and "ckpt_path=auto" in resume
+    # the command the message gives, run as a user would: it finishes the run in the same folder
+    again = run_cli(*resume[2:], env=cluster.env, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert text.count("] - Done: ") == 0 and "] - Done: 300 generator" in _log(run)  # stopped twice, then done
+    mine, reference = _weights(run), _weights(straight / "0")
+    assert mine.keys() == reference.keys()
+    for key, value in reference.items():
+        assert torch.equal(mine[key], value), key
+
+
+def test_scancel_stops_a_running_job_with_a_checkpoint_of_its_step(cluster, tmp_path):
+    sweep, run = tmp_path / "sweep", tmp_path / "sweep" / "0"
+    process = _start_sweep(cluster, sweep)
+    try:
+        _wait(lambda: "Evaluation at generator step" in _log(run), 120, "the first evaluation")
+        cluster.run("scancel", _wait(lambda: _running_job(cluster), 60, "the running job"))
+        process.communicate(timeout=120)
+    finally:
+        process.kill()
+    text = _log(run)
+    assert "Received SIGTERM: finishing this step, then saving a checkpoint" in text, text[-2000:]
+    assert "Preempted: stopped by SIGTERM at generator step" in text and "Resume with: python train.py" in text
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert find_jobs(sweep)[0].status == "preempted"

@@ -52,8 +52,17 @@ def train(cfg: DictConfig) -> float | tuple[float, ...] | None:
             try:
                 return _fit(cfg, job_trial)
             except Preempted as stop:
+                if stop.requeued:
+                    used, allowed = stop.budget
+                    log.warning("Preempted: %s. The SLURM job requeues itself (requeue %d of %d allowed) and "
+                                "resumes there", stop, used + 1, allowed)  # fmt: skip
+                    raise SystemExit(128 + stop.signum) from None  # no result: submitit waits for the rerun
+                spent = f" (requeue budget spent: {stop.budget[0]} of hydra.launcher.max_num_timeout=" \
+                        f"{stop.budget[1]})" if stop.budget else ""  # fmt: skip
                 resume = " ".join(["python", *map(shlex.quote, _command_line(cfg, stop.path))])
-                log.warning("Preempted: %s. Resume with: %s", stop, resume)
+                log.warning("Preempted: %s%s. Resume with: %s", stop, spent, resume)
+                if os.environ.get("SUBMITIT_EXECUTOR"):  # the job's result for submitit (which sees no exit status)
+                    raise RuntimeError(f"Preempted: {stop}{spent}. Resume with: {resume}") from None
                 raise SystemExit(128 + stop.signum) from None
     except SystemExit as stop:
         if job_trial is None or not isinstance(stop.code, str):
@@ -235,7 +244,13 @@ def _command_line(cfg: DictConfig, path: Path) -> list[str]:
         hc = HydraConfig.get()
         overrides = [o for o in hc.overrides.task if not o.startswith("ckpt_path=")]
         script = Path(sys.argv[0]).name if sys.argv else ""
-        script = script if script.endswith(".py") and script != "__main__.py" else "train.py"
+        if not script.endswith(".py") or script.startswith("_"):  # python -m, submitit's _submit.py
+            script = f"{hc.job.name}.py" if hc.job.name and "ddp_process" not in hc.job.name else "train.py"
+        launcher = str(hc.launcher.get("_target_", "")) if hc.launcher else ""
+        if "Slurm" in launcher:  # the same job on the cluster, in the same folder
+            cluster = [o for o in hc.overrides.hydra if o.startswith(("hydra/launcher=", "hydra.launcher."))]
+            where = [f"hydra.sweep.dir={hc.sweep.dir}", f"hydra.sweep.subdir={hc.sweep.subdir}"]
+            return [script, "-m", *cluster, *overrides, *where, "ckpt_path=auto"]
         return [script, *overrides, f"hydra.run.dir={hc.runtime.output_dir}", "ckpt_path=auto"]
     return ["train.py", f"ckpt_path={path}"]
 

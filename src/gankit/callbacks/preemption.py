@@ -35,11 +35,14 @@ REQUEUE_SIGNALS = ("SIGUSR1", "SIGUSR2")  # SLURM's time-limit warnings (submiti
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after saving `path` at generator step `g_step`."""
+    """The run stopped on a signal after saving `path` at generator step `g_step`; `requeued`: SLURM runs the job
+    again (it resumes by itself); `budget`: (requeues so far, allowed) under SLURM."""
 
-    def __init__(self, signum: int, path: Path, g_step: int) -> None:
+    def __init__(
+        self, signum: int, path: Path, g_step: int, requeued: bool = False, budget: tuple[int, int] | None = None
+    ) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name} at generator step {g_step}; saved {path}")
-        self.signum, self.path, self.g_step = signum, path, g_step
+        self.signum, self.path, self.g_step, self.requeued, self.budget = signum, path, g_step, requeued, budget
 
 
 class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other callbacks of a batch
@@ -87,9 +90,15 @@ class Preemption(Checkpoint):  # a Checkpoint: Lightning runs it after the other
         signum = self.received or signal.SIGTERM
         path = self._save(trainer)
         job = slurm_job_id()
-        if self.requeue and job and signal.Signals(signum).name in REQUEUE_SIGNALS and trainer.is_global_zero:
-            requeue_slurm_job(job)
-        raise Preempted(signum, path, pl_module.g_steps)
+        requeued, budget = False, None
+        if self.requeue and job and signal.Signals(signum).name in REQUEUE_SIGNALS:
+            budget = requeue_budget()
+            within = budget[0] < budget[1]
+            if within and trainer.is_global_zero:
+                requeued = requeue_slurm_job(job)
+            elif within:
+                requeued = True  # rank 0 asks SLURM
+        raise Preempted(signum, path, pl_module.g_steps, requeued, budget)
 
     def _save(self, trainer: L.Trainer) -> Path:
         """This step's checkpoint, as the run's last one. Where the periodic checkpoint keeps a last one in the
@@ -117,14 +126,28 @@ def slurm_job_id() -> str | None:
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
-def requeue_slurm_job(job: str) -> None:
-    """`scontrol requeue <job>`: SLURM starts the job again, which resumes with ckpt_path=auto."""
+def requeue_budget() -> tuple[int, int]:
+    """(requeues so far, requeues allowed): SLURM counts every requeue of the job (SLURM_RESTART_COUNT: gankit's
+    and submitit's alike); the allowance is the launcher's `max_num_timeout` (no limit known: unbounded)."""
+    used = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    allowed = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            allowed = HydraConfig.get().launcher.get("max_num_timeout")
+    except (ImportError, ValueError):
+        pass
+    return used, int(allowed) if allowed is not None else 1 << 30
+
+
+def requeue_slurm_job(job: str) -> bool:
+    """`scontrol requeue <job>`: SLURM starts the job again, which resumes with ckpt_path=auto. Whether it did."""
     try:
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
-        log.error("Could not requeue SLURM job %s (%s); resume it by hand with ckpt_path=auto", job, error)
-        return
-    if result.returncode == 0:
-        log.warning("Requeued SLURM job %s: it resumes from the checkpoint when it starts again", job)
-    else:
-        log.error("scontrol requeue %s failed (%s); resume by hand with ckpt_path=auto", job, result.stderr.strip())
+        log.error("Could not requeue SLURM job %s (%s)", job, error)
+        return False
+    if result.returncode != 0:
+        log.error("scontrol requeue %s failed (%s)", job, result.stderr.strip())
+    return result.returncode == 0
