@@ -17,7 +17,7 @@ class SweepStart(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
         launcher = str(config.hydra.launcher.get("_target_", ""))
-        if "submitit" not in launcher:
+        if not launcher.endswith(("SlurmLauncher", "LocalLauncher")):  # submitit's, or gankit's over it
             return
         devices, nodes = config.trainer.get("devices"), config.trainer.get("num_nodes", 1)
         bad = [f"trainer.devices={devices!r}"] if not _positive_int(devices) else []

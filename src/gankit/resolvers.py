@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from gankit import slurm
 
 RESOLVERS = {
+    "gankit.whole": slurm.whole,  # ${gankit.whole:${trainer.devices}}: the number (auto, a list: refused at start)
     "gankit.gpus_per_node": slurm.gpus_per_node,  # ${gankit.gpus_per_node:${trainer.accelerator},${trainer.devices}}
     "gankit.cpus_per_task": slurm.cpus_per_task,  # ${gankit.cpus_per_task:${trainer.accelerator}}
 }

@@ -17,8 +17,16 @@ _ADVICE = (
 )  # fmt: skip
 
 
+def whole(value) -> int:
+    """A count the launcher's typed config accepts: the value, or 1 in place of `auto` / a list, which
+    hydra_callbacks.SweepStart then refuses with its message before any job is submitted."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
 def gpus_per_node(accelerator: str, devices) -> int | None:
     """GPUs to request per node: trainer.devices where the accelerator uses GPUs, none for CPU jobs."""
+    if not isinstance(devices, int) or isinstance(devices, bool):  # auto, a list: refused at start (hydra_callbacks)
+        return None
     return devices if str(accelerator).lower() in GPU_ACCELERATORS else None
 
 

@@ -16,6 +16,7 @@ This one keeps its config keys (`sampler`, `direction`, `storage`, `study_name`,
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
 from pathlib import Path
@@ -56,6 +57,14 @@ def distribution(override: Override):
     return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
 
 
+def _outcome(ret):
+    """A JobReturn's value, or the exception its job ended with."""
+    try:
+        return ret.return_value
+    except BaseException as error:  # noqa: BLE001 - the job's own exception, whatever it was
+        return error
+
+
 def grid_choices(dist) -> list:
     """The values a grid search visits for a distribution (categorical, or int / float with a step)."""
     from optuna.distributions import CategoricalDistribution
@@ -88,9 +97,7 @@ class StudySweeper(Sweeper):
         self.n_trials = n_trials
         self.n_jobs = n_jobs
         self.params = params
-        self.pruner = OmegaConf.to_container(pruner) if isinstance(pruner, DictConfig) else pruner
-        if isinstance(self.pruner, str):  # hydra.sweeper.pruner=<name>: that pruner with its defaults
-            self.pruner = {"name": self.pruner}
+        self.pruner = sweeps.pruner_settings(pruner)
         self.config: DictConfig | None = None
         self.launcher = None
 
@@ -104,7 +111,9 @@ class StudySweeper(Sweeper):
     # ---- before any trial ----------------------------------------------------------------------------
     def _launcher_kind(self) -> str:
         target = str(self.config.hydra.launcher.get("_target_", ""))
-        return "slurm" if "Slurm" in target else "local" if "submitit" in target else "basic"
+        if target.endswith("BasicLauncher"):
+            return "basic"
+        return "slurm" if "Slurm" in target else "other"
 
     def _check(self) -> str:
         """Every setting that cannot work, said before any trial starts. Returns the storage to use."""
@@ -127,7 +136,17 @@ class StudySweeper(Sweeper):
             )
         sweeps.check_pruner(self.pruner, len(self.directions))
         kind = self._launcher_kind()
-        storage = self.storage or sweeps.default_storage(self.sweep_dir, self.n_jobs > 1 or kind == "slurm")
+        earlier = sweeps.read_study_file(self.sweep_dir)  # a continued study keeps its storage and name
+        if earlier and self.storage and self.storage != earlier["storage"]:
+            raise ValueError(
+                f"{self.sweep_dir} holds a study in {earlier['storage']}; hydra.sweeper.storage={self.storage} would "
+                "start another one over its trial folders: leave hydra.sweeper.storage unset, or use another "
+                "hydra.sweep.dir"
+            )
+        if earlier:
+            self.study_name = earlier["study_name"]
+        storage = self.storage or (earlier or {}).get("storage")
+        storage = storage or sweeps.default_storage(self.sweep_dir, self.n_jobs > 1 or kind == "slurm")
         sweeps.check_storage(storage, self.n_jobs, kind == "slurm")
         if self.n_jobs > 1 and kind == "basic":
             log.warning(
@@ -142,9 +161,10 @@ class StudySweeper(Sweeper):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
+            self._storage = sweeps.open_storage(storage)
             study = optuna.create_study(
                 study_name=name,
-                storage=sweeps.open_storage(storage),
+                storage=self._storage,
                 sampler=self.sampler,
                 directions=self.directions,
                 load_if_exists=True,
@@ -156,7 +176,7 @@ class StudySweeper(Sweeper):
         if stored != self.directions:
             raise ValueError(
                 f"study {name!r} in {storage} already exists with direction {stored}, and this search asks "
-                f"for {self.directions}: choose another hydra.sweeper.study_name or hydra.sweep.dir"
+                f"for {self.directions}: use another hydra.sweep.dir"
             )
         return study
 
@@ -183,6 +203,8 @@ class StudySweeper(Sweeper):
             study = self._open_study(storage, name)
         except ValueError as error:
             raise SystemExit(f"gankit: error: {error}") from None
+        if study.trials:  # continued: a sampler seeded as before would draw the first trials' values again
+            study.sampler.reseed_rng()
         sweeps.write_study_file(self.sweep_dir, storage, study.study_name)
         log.info(
             "Study %s in %s: %s, %s, pruner %s; %d trial(s), %d at a time",
@@ -197,16 +219,61 @@ class StudySweeper(Sweeper):
         if len(self.directions) > 1:
             log.info("Two objectives: trials run to the end (Optuna prunes single-objective studies only)")
 
-        mine = []
-        for start in range(0, self.n_trials, self.n_jobs):
-            batch = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - start))]
-            for trial in batch:
-                for key, value in fixed.items():
-                    trial.set_user_attr(key, value)
-                trial.set_user_attr("directory", f"trial_{trial.number}")
-            self._run(study, batch, fixed)
-            mine += [t.number for t in batch]
-        self._summarise(study, mine)
+        recorder = self._recorder(study)
+        mine: list[int] = []
+        try:
+            self._search(study, recorder, space, fixed, mine)
+        finally:  # also after a stop (Ctrl-C, a submission SLURM refused): the trials so far, in the results file
+            self._summarise(recorder, mine)
+
+    def _recorder(self, study):
+        """The study as the sweeper records outcomes: with a plain sampler, whose after-trial hook does not
+        stop the study (the grid sampler's calls study.stop(), which outside optimize() raises)."""
+        import optuna
+
+        return optuna.load_study(
+            study_name=study.study_name, storage=self._storage, sampler=optuna.samplers.RandomSampler()
+        )
+
+    def _search(self, study, recorder, space: dict, fixed: dict, mine: list[int]) -> None:
+        """Keep n_jobs trials running: a new one is asked for as soon as one ends (not when its batch does),
+        so a pruned trial's slot is refilled at once. Hydra's basic launcher runs each job in this process
+        (its main thread: signal handlers), one at a time."""
+        here = self._launcher_kind() == "basic"
+        parallel = 1 if here else self.n_jobs
+        running: dict[concurrent.futures.Future, Any] = {}
+
+        def ask():
+            trial = study.ask(space)
+            for key, value in fixed.items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr("directory", f"trial_{trial.number}")
+            mine.append(trial.number)
+            return trial
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+            try:
+                while len(mine) < self.n_trials or running:
+                    while len(running) < parallel and len(mine) < self.n_trials:
+                        trial = ask()
+                        job = self._overrides(trial, fixed)
+                        if here:  # at once, in this thread
+                            future = concurrent.futures.Future()
+                            running[future] = trial
+                            try:
+                                future.set_result(self._launch_here(job, trial.number))
+                            except BaseException as stop:  # noqa: BLE001 - re-raised by future.result()
+                                future.set_exception(stop)
+                        else:
+                            running[pool.submit(self._launch, job, trial.number)] = trial
+                    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in done:
+                        outcome = future.result()  # raises for a stop: the trial, still listed, is closed below
+                        self._record(recorder, running.pop(future), outcome)
+            except BaseException as stop:
+                for trial in running.values():  # nothing will record them: not left RUNNING forever
+                    sweeps.finish_trial(recorder, trial, "FAIL", error=f"the sweep stopped: {sweeps.first_line(stop)}")
+                raise
 
     def _overrides(self, trial, fixed: dict) -> list[str]:
         params = {**trial.params, **fixed}
@@ -216,43 +283,35 @@ class StudySweeper(Sweeper):
             f"+hydra.sweeper.trial={trial.number}",
         ]
 
-    def _run(self, study, batch: list, fixed: dict) -> None:
-        """Launch the batch's jobs; record FAIL for each trial whose job did not record its own end."""
-        jobs = [self._overrides(t, fixed) for t in batch]
-        if self._launcher_kind() == "basic":  # in this process, one after another: each failure is its own
-            outcomes = []
-            for trial, job in zip(batch, jobs, strict=True):
-                outcomes += self._launch([job], trial.number)
-        else:
-            outcomes = self._launch(jobs, batch[0].number)
-        for trial, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if sweeps.finish_trial(study, trial, "FAIL", error=sweeps.first_line(outcome)):
-                    log.warning("Trial %d failed: %s", trial.number, sweeps.first_line(outcome))
-            elif isinstance(outcome, int | float | tuple | list):  # a no-op where the job recorded its end
-                sweeps.finish_trial(study, trial, "COMPLETE", outcome)
-            elif sweeps.finish_trial(study, trial, "FAIL", error=f"the job returned {outcome!r}: no value to record"):
-                log.warning("Trial %d failed: its job returned %r", trial.number, outcome)
+    def _record(self, recorder, trial, outcome) -> None:
+        """A trial's end where its job did not record it (a job that died, a task without gankit's reporting)."""
+        if isinstance(outcome, BaseException):
+            if sweeps.finish_trial(recorder, trial, "FAIL", error=sweeps.first_line(outcome)):
+                log.warning("Trial %d failed: %s", trial.number, sweeps.first_line(outcome))
+        elif isinstance(outcome, int | float | tuple | list):  # a no-op where the job recorded its end
+            sweeps.finish_trial(recorder, trial, "COMPLETE", outcome)
+        elif sweeps.finish_trial(recorder, trial, "FAIL", error=f"the job returned {outcome!r}: no value to record"):
+            log.warning("Trial %d failed: its job returned %r", trial.number, outcome)
 
-    def _launch(self, jobs: list[list[str]], first: int) -> list:
-        """One outcome per job: its return value, or the exception that ended it (the launcher's own
-        exception for every job of the batch when the launcher failed as a whole, e.g. a killed job)."""
-        in_process = self._launcher_kind() == "basic"  # a SystemExit there is the job's own (a user error)
+    def _launch_here(self, job: list[str], number: int):
+        """A job in this process (Hydra's basic launcher). Its user errors arrive as exceptions (TrialFailed); a
+        SystemExit is a stop (a signal, Ctrl-C): the trial is recorded and the sweep stops."""
         try:
-            returns = self.launcher.launch(jobs, initial_job_idx=first)
-        except SystemExit as error:
-            if not in_process:  # the launcher's: e.g. SLURM refused the submission; no trial can run
-                raise
-            return [error] * len(jobs)
-        except Exception as error:  # a job killed, a launcher that failed as a whole
-            return [error] * len(jobs)
-        outcomes = []
-        for ret in returns:
-            try:
-                outcomes.append(ret.return_value)
-            except BaseException as error:  # noqa: BLE001 - the job's own exception, whatever it was
-                outcomes.append(error)
-        return outcomes
+            (ret,) = self.launcher.launch([job], initial_job_idx=number)
+        except SystemExit as stop:
+            raise KeyboardInterrupt(f"interrupted (exit status {stop.code})") from stop
+        return _outcome(ret)
+
+    def _launch(self, job: list[str], number: int):
+        """A job through a launcher that runs it elsewhere (submitit: a process, a SLURM job); in a worker thread.
+        A SystemExit from the launcher (SLURM refused the submission) stops the sweep."""
+        try:
+            (ret,) = self.launcher.launch([job], initial_job_idx=number)
+        except SystemExit:
+            raise
+        except Exception as error:  # the job was killed (no result), or the launcher failed
+            return error
+        return _outcome(ret)
 
     def _summarise(self, study, mine: list[int]) -> None:
         """optimization_results.yaml: the best (or the Pareto front), and every trial with its state."""

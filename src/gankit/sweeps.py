@@ -104,6 +104,15 @@ def load_sweep_study(sweep_dir: str | Path, pruner=None):
 
 
 # ---- the pruner -------------------------------------------------------------------------------------
+def pruner_settings(pruner: Any) -> dict | None:
+    """The sweeper's `pruner` setting as a plain dict (`hydra.sweeper.pruner=<name>`: that pruner's defaults)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(pruner, DictConfig):
+        pruner = OmegaConf.to_container(pruner)
+    return {"name": pruner} if isinstance(pruner, str) else pruner
+
+
 def check_pruner(pruner: Any, n_objectives: int) -> None:
     """The sweeper's `pruner` settings, checked in the launching process before any trial starts."""
     if pruner is None:
@@ -125,6 +134,10 @@ def check_pruner(pruner: Any, n_objectives: int) -> None:
         value = pruner.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"hydra.sweeper.pruner.{key} must be a whole number >= 0; got {value!r}")
+    try:  # Optuna's own checks (a percentile over 100, a reduction factor of 1, lower above upper), here
+        build_pruner(pruner, 1)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"hydra.sweeper.pruner: {error}") from None
 
 
 def build_pruner(pruner: Any, step_size: int):
@@ -173,7 +186,6 @@ class JobTrial:
     def of_this_job(cls, optimized_metric: Any) -> JobTrial | None:
         """The trial the sweeper gave this job (`hydra.sweeper.trial`), or None outside an Optuna search."""
         from hydra.core.hydra_config import HydraConfig
-        from omegaconf import OmegaConf
 
         if not HydraConfig.initialized():
             return None
@@ -185,7 +197,9 @@ class JobTrial:
         info = read_study_file(hydra.sweep.dir)
         if info is None:
             raise ValueError(f"{hydra.sweep.dir}/{STUDY_FILE} is missing: this job's trial cannot be found")
-        pruner = OmegaConf.to_container(hydra.sweeper.pruner) if hydra.sweeper.get("pruner") else None
+        pruner = pruner_settings(hydra.sweeper.get("pruner"))
+        if not isinstance(optimized_metric, str) and optimized_metric is not None and len(optimized_metric) == 1:
+            optimized_metric = optimized_metric[0]
         metric = optimized_metric if isinstance(optimized_metric, str) else None  # several: not pruned
         return cls(info["storage"], info["study_name"], int(number), pruner, metric)
 
@@ -221,11 +235,20 @@ def finish_trial(study, trial, state: str, values=None, **attrs: Any) -> bool:
     """Record a trial's end (COMPLETE / PRUNED / FAIL), with attributes (error, steps), unless it has one.
 
     Returns whether this call recorded it. A COMPLETE value that is missing or NaN is recorded FAIL."""
-    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
 
     stored = next((t for t in study.get_trials(deepcopy=False) if t.number == trial.number), None)
     if stored is None or stored.state.is_finished():
         return False
+    try:
+        return _finish(study, trial, state, values, attrs)
+    except UpdateFinishedTrialError:  # finished meanwhile by another process (the job, or the sweeper)
+        return False
+
+
+def _finish(study, trial, state: str, values, attrs: dict) -> bool:
+    import optuna
+
     for key, value in attrs.items():
         if value is not None:
             trial.set_user_attr(key, value)
@@ -237,7 +260,7 @@ def finish_trial(study, trial, state: str, values=None, **attrs: Any) -> bool:
             state, values = optuna.trial.TrialState.FAIL, None
     else:
         values = None
-    study.tell(trial, values=values, state=state, skip_if_finished=True)
+    study.tell(trial.number, values=values, state=state, skip_if_finished=True)  # `trial` may be another Study's
     return True
 
 

@@ -247,6 +247,8 @@ def _command_line(cfg: DictConfig, path: Path) -> list[str]:
         if not script.endswith(".py") or script.startswith("_"):  # python -m, submitit's _submit.py
             script = f"{hc.job.name}.py" if hc.job.name and "ddp_process" not in hc.job.name else "train.py"
         launcher = str(hc.launcher.get("_target_", "")) if hc.launcher else ""
+        if hc.sweeper is not None and hc.sweeper.get("trial") is not None:  # an Optuna trial: this run alone
+            return [script, *overrides, "hydra.mode=RUN", f"hydra.run.dir={hc.runtime.output_dir}", "ckpt_path=auto"]
         if "Slurm" in launcher:  # the same job on the cluster, in the same folder
             cluster = [o for o in hc.overrides.hydra if o.startswith(("hydra/launcher=", "hydra.launcher."))]
             where = [f"hydra.sweep.dir={hc.sweep.dir}", f"hydra.sweep.subdir={hc.sweep.subdir}"]
