@@ -35,9 +35,14 @@ class TrialReporting(L.Callback):
         return self.evaluation.every
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.study, self.trial = self.job_trial.open(self.step_size)
-            self.trial.set_user_attr("run_dir", _run_dir(trainer))
+        error = None
+        if trainer.is_global_zero:  # rank 0 talks to the storage; an error there must stop every rank
+            try:
+                self.study, self.trial = self.job_trial.open(self.step_size)
+                self.trial.set_user_attr("run_dir", _run_dir(trainer))
+            except Exception as failure:  # noqa: BLE001 - said on every rank below
+                error = f"the study's storage ({self.job_trial.storage}): {first_line(failure)}"
+        _raise_everywhere(trainer, error)
         self._seen = len(self.evaluation.history) if self.evaluation else 0  # a resumed run reported these
 
     def _step(self, pl_module) -> int:
@@ -72,12 +77,17 @@ class TrialReporting(L.Callback):
         if self.evaluation is None or len(self.evaluation.history) == self._seen:
             return  # the same on every rank: all evaluate at the same steps
         value = self._new_value()
-        prune = False
+        prune, error = False, None
         if trainer.is_global_zero and value is not None:
-            self._report(value, pl_module)
-            prune = self.trial is not None and bool(self.trial.should_prune())
+            try:
+                self._report(value, pl_module)
+                prune = self.trial is not None and bool(self.trial.should_prune())
+            except Exception as failure:  # noqa: BLE001 - said on every rank below
+                error = f"reporting to trial {self.job_trial.number}: {first_line(failure)}"
         if trainer.world_size > 1:
-            prune, value = trainer.strategy.broadcast((prune, value), src=0)
+            prune, value, error = trainer.strategy.broadcast((prune, value, error), src=0)
+        if error:
+            raise RuntimeError(error)
         if prune:
             self.pruned = (self._step(pl_module), value)
             trainer.should_stop = True  # after this batch: last.ckpt is saved at the end of training as usual
@@ -117,6 +127,14 @@ class TrialReporting(L.Callback):
             return
         if trainer.is_global_zero and self.trial is not None:
             finish_trial(self.study, self.trial, "FAIL", error=first_line(exception), g_steps=int(pl_module.g_steps))
+
+
+def _raise_everywhere(trainer: L.Trainer, error: str | None) -> None:
+    """Rank 0's error raised on every rank (one rank raising alone leaves the others in a collective)."""
+    if trainer.world_size > 1:
+        error = trainer.strategy.broadcast(error, src=0)
+    if error:
+        raise RuntimeError(error)
 
 
 def _run_dir(trainer: L.Trainer) -> str:
