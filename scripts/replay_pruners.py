@@ -38,6 +38,12 @@ CANDIDATES = {
     },
     "successive halving (warm-up 1, factor 3)": {"name": "successive_halving", "warmup_evaluations": 1},
     "successive halving (warm-up 2, factor 3)": {"name": "successive_halving", "warmup_evaluations": 2},
+    "successive halving (warm-up 1, factor 4)": {
+        "name": "successive_halving",
+        "warmup_evaluations": 1,
+        "reduction_factor": 4,
+    },
+    "successive halving (warm-up 0, factor 3)": {"name": "successive_halving", "warmup_evaluations": 0},
     "hyperband (warm-up 1, factor 3)": {"name": "hyperband", "warmup_evaluations": 1},
 }
 
