@@ -139,7 +139,8 @@ def test_a_ddp_trial_is_pruned_on_every_rank(tmp_path):
 def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}", "hydra/sweeper/sampler=grid",
-                     "hydra.sweeper.params=null", "model.loss=choice(hinge, not_a_loss)", timeout=400)  # fmt: skip
+                     "hydra.sweeper.params=null", "model.loss=choice(hinge, not_a_loss)", "hydra.sweeper.pruner=null",
+                     timeout=400)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     study = _load(f"sqlite:///{sweep / 'optuna.db'}")
     states = {t.params["model.loss"]: t for t in study.trials}
@@ -171,7 +172,8 @@ def test_two_trials_at_once_on_a_journal_file(tmp_path):
     """n_jobs=2 with the local launcher: two processes against one study in a journal file (the default)."""
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hparams_search=optuna", "hydra/launcher=local", "hydra.sweeper.n_jobs=2", *TINY,
-                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "g_steps=30", timeout=400)  # fmt: skip
+                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "g_steps=30", "hydra.sweeper.pruner=null",
+                     timeout=400)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert yaml.safe_load((sweep / sweeps.STUDY_FILE).read_text())["storage"] == str(sweep / "optuna.journal")
     study = _load(str(sweep / "optuna.journal"))
@@ -225,7 +227,7 @@ def postgres():
 def test_two_trials_at_once_on_a_postgresql_server(tmp_path, postgres):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "hparams_search=optuna", "hydra/launcher=local", "hydra.sweeper.n_jobs=2", *TINY,
-                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "g_steps=30",
+                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "g_steps=30", "hydra.sweeper.pruner=null",
                      f"hydra.sweeper.storage='{postgres}'", timeout=400)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     study = _load(postgres)

@@ -98,7 +98,8 @@ def test_optuna_on_slurm_runs_trials_at_once_on_a_journal_file(cluster, tmp_path
 
     sweep = tmp_path / "sweep"
     result = _slurm(cluster, "hparams_search=optuna", "trainer.accelerator=cpu", "g_steps=40", "logger=csv",
-                    "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}")  # fmt: skip
+                    "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}",
+                    "hydra.sweeper.pruner=null")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="debug", storage=open_storage(str(sweep / "optuna.journal")))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
@@ -159,6 +160,7 @@ def _weights(run: Path) -> dict:
         "_batches_that_stepped", 0))}  # fmt: skip
 
 
+@pytest.mark.slow  # about a minute (two scheduler round trips and a straight run): make test-all
 def test_a_time_limit_signal_requeues_within_the_budget_and_the_resumed_run_ends_like_a_straight_one(cluster, tmp_path):
     """USR2 (SLURM's time-limit warning, sent by scancel here) saves and requeues once (max_num_timeout=1); the second
     USR2 finds the budget spent: the job ends with its checkpoint and the command that continues it, which finishes
@@ -205,6 +207,7 @@ def test_a_time_limit_signal_requeues_within_the_budget_and_the_resumed_run_ends
         assert torch.equal(mine[key], value), key
 
 
+@pytest.mark.slow
 def test_scancel_stops_a_running_job_with_a_checkpoint_of_its_step(cluster, tmp_path):
     sweep, run = tmp_path / "sweep", tmp_path / "sweep" / "0"
     process = _start_sweep(cluster, sweep)

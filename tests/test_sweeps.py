@@ -40,6 +40,7 @@ def test_optuna_sweep_returns_the_best_evaluation_and_continues_its_study(tmp_pa
         "hparams_search=optuna",
         *TINY,
         f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.pruner=null",  # both trials run to the end (pruning: tests/test_search.py)
     ]
     result = run_cli(*args, "hydra.sweeper.n_trials=2", timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
