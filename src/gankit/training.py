@@ -245,7 +245,8 @@ def _command_line(cfg: DictConfig, path: Path) -> list[str]:
         overrides = [o for o in hc.overrides.task if not o.startswith("ckpt_path=")]
         script = Path(sys.argv[0]).name if sys.argv else ""
         if not script.endswith(".py") or script.startswith("_"):  # python -m, submitit's _submit.py
-            script = f"{hc.job.name}.py" if hc.job.name and "ddp_process" not in hc.job.name else "train.py"
+            named = f"{hc.job.name}.py"  # Hydra names a job after its script (train.py: train)
+            script = named if hc.job.name and Path(named).is_file() else "train.py"
         launcher = str(hc.launcher.get("_target_", "")) if hc.launcher else ""
         if hc.sweeper is not None and hc.sweeper.get("trial") is not None:  # an Optuna trial: this run alone
             return [script, *overrides, "hydra.mode=RUN", f"hydra.run.dir={hc.runtime.output_dir}", "ckpt_path=auto"]
