@@ -4,15 +4,14 @@ Debian's slurm-wlm 22.05 and munge (`scripts/system_packages.sh` installs them);
 ../shared/FIELD_NOTES.md. Each node has 4 CPUs (declared: `config_overrides`, this machine
 has 2 cores), partition `cpu`; node names resolve to 127.0.0.1
 (/etc/hosts: Lightning takes MASTER_ADDR from the first node of SLURM_NODELIST). Every daemon this
-starts is stopped by its pid at the end; munged is started only when `munge -n` fails, and left running.
+starts (in the foreground, so its pid is known) is stopped at the end, its jobs cancelled first;
+munged is started only when `munge -n` fails, and left running.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -41,7 +40,7 @@ def _free_port() -> int:
 class Cluster:
     folder: Path
     conf: Path
-    pid_files: list[Path] = field(default_factory=list)
+    daemons: list[subprocess.Popen] = field(default_factory=list)  # in the foreground (-D): ours to stop
 
     @property
     def env(self) -> dict[str, str]:
@@ -69,12 +68,18 @@ class Cluster:
         return self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
 
     def stop(self) -> None:
-        for pid_file in self.pid_files:
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
-        end = time.monotonic() + 15
-        while time.monotonic() < end and any(p.exists() for p in self.pid_files):
-            time.sleep(0.2)
+        """Every job cancelled, then every daemon this started stopped (SIGTERM, then SIGKILL after 15 s)."""
+        for job in self.jobs():
+            self.run("scancel", job, check=False)
+        for daemon in self.daemons:
+            if daemon.poll() is None:
+                daemon.terminate()
+        for daemon in self.daemons:
+            try:
+                daemon.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait(timeout=15)
 
 
 def _munge_running() -> bool:
@@ -145,13 +150,14 @@ MinJobAge=30
 PartitionName=cpu Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP
 """
     )
-    cluster = Cluster(folder, conf, [folder / "slurmctld.pid", *(folder / f"slurmd.{n}.pid" for n in NODES)])
+    cluster = Cluster(folder, conf)
     env = {**os.environ, **cluster.env}
+    commands = {"slurmctld": [_binary("slurmctld"), "-D", "-f", str(conf)]}
+    commands |= {f"slurmd.{node}": [_binary("slurmd"), "-D", "-f", str(conf), "-N", node] for node in NODES}
     try:
-        subprocess.run([_binary("slurmctld"), "-f", str(conf)], env=env, check=True, capture_output=True, timeout=30)
-        for node in NODES:
-            subprocess.run([_binary("slurmd"), "-f", str(conf), "-N", node], env=env, check=True,
-                           capture_output=True, timeout=30)  # fmt: skip
+        for name, command in commands.items():  # -D: in the foreground, so the pid is the daemon's (else they fork)
+            log = open(folder / f"{name}.out", "w")  # noqa: SIM115 - the daemon's, for its life
+            cluster.daemons.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
         cluster.wait_idle()
     except Exception:
         cluster.stop()
