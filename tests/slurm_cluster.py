@@ -67,10 +67,17 @@ class Cluster:
         """Job ids in the queue (any state)."""
         return self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
 
+    def _steps_running(self) -> bool:
+        nodes = self.run("scontrol", "show", "nodes", check=False).stdout
+        return "State=MIXED" in nodes or "State=ALLOCATED" in nodes or "+COMPLETING" in nodes
+
     def stop(self) -> None:
         """Every job cancelled, then every daemon this started stopped (SIGTERM, then SIGKILL after 15 s)."""
         for job in self.jobs():
             self.run("scancel", job, check=False)
+        end = time.monotonic() + 20  # the steps end while their slurmd lives (else a slurmstepd lingers)
+        while time.monotonic() < end and (self.jobs() or self._steps_running()):
+            time.sleep(0.2)
         for daemon in self.daemons:
             if daemon.poll() is None:
                 daemon.terminate()
