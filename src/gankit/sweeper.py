@@ -307,9 +307,7 @@ class StudySweeper(Sweeper):
         A SystemExit from the launcher (SLURM refused the submission) stops the sweep."""
         try:
             (ret,) = self.launcher.launch([job], initial_job_idx=number)
-        except SystemExit:
-            raise
-        except Exception as error:  # the job was killed (no result), or the launcher failed
+        except Exception as error:  # the job was killed (no result), or the launcher failed; a SystemExit stops all
             return error
         return _outcome(ret)
 
