@@ -42,6 +42,31 @@ def test_modulated_conv_is_a_per_sample_conv_with_scaled_demodulated_weights():
             torch.testing.assert_close(out[n : n + 1], F.conv2d(x[n : n + 1], w, padding=1), rtol=1e-5, atol=1e-5)
 
 
+def test_upsampling_modulated_conv_is_nvlabs_generic_path():
+    """NVlabs' conv2d_resample(up=2) reference path: zeros between the pixels, padding (3, 2), the [1,3,3,1]
+    filter with gain 4, then an unpadded 3x3 conv per sample (flipped kernel: flip_weight=False there).
+    Padding once, before the filter, is what makes the border pixels see the values just outside the grid."""
+    torch.manual_seed(0)
+    x, weight, styles, f = torch.randn(3, 5, 6, 6), torch.randn(4, 5, 3, 3), torch.randn(3, 5), resample_filter()
+    out = modulated_conv2d(x, weight, styles, demodulate=True, up_filter=f)
+    assert out.shape == (3, 4, 12, 12)
+    zeros_between = torch.zeros(3, 5, 12, 12)
+    zeros_between[:, :, ::2, ::2] = x
+    padded = F.pad(zeros_between, [3, 2, 3, 2])
+    filtered = F.conv2d(padded, (f * 4).expand(5, 1, 4, 4), groups=5)  # [3, 5, 14, 14]
+    for n in range(3):
+        w = weight * styles[n][None, :, None, None]
+        w = w / (w.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        expected = F.conv2d(filtered[n : n + 1], w.flip([2, 3]))
+        torch.testing.assert_close(out[n : n + 1], expected, rtol=1e-5, atol=1e-5)
+    # filtering first and zero-padding the 3x3 conv afterwards agrees inside and not on the border ring
+    w = weight * styles[0][None, :, None, None]
+    w = w / (w.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+    pad_after = F.conv2d(filtered[:1, :, 1:-1, 1:-1], w.flip([2, 3]), padding=1)
+    torch.testing.assert_close(pad_after[..., 1:-1, 1:-1], out[:1, :, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    assert (pad_after[..., 0, :] - out[:1, :, 0, :]).abs().max() > 1e-2
+
+
 def test_demodulation_gives_unit_output_variance_for_unit_variance_input():
     torch.manual_seed(0)
     x = torch.randn(64, 32, 24, 24)  # i.i.d. unit variance

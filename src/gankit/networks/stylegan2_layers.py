@@ -123,7 +123,9 @@ class EqualConv2d(nn.Module):
         return bias_act(x, self.bias, self.act, gain=gain, clamp=clamp)
 
 
-def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True, padding: int = 0) -> Tensor:
+def modulated_conv2d(
+    x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True, padding: int = 0, up_filter: Tensor | None = None
+) -> Tensor:
     """StyleGAN2's modulated convolution: each sample's weights scaled per input channel by its style,
     w'_{n,o,i} = w_{o,i} * s_{n,i}, then (demodulate) per output channel by 1 / sqrt(sum_{i,k} w'^2 + 1e-8).
 
@@ -131,10 +133,21 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     weights (NVlabs' non-fused path, the one it trains with): scale the input by s, convolve with the
     shared weight, scale the output by the demodulation coefficients, whose squared sums are
     (s^2) @ (sum_k w^2)^T. On a CPU this is 9x faster than one grouped convolution with the batch in the groups.
+
+    `up_filter` ([1, 3, 3, 1] as 2D, 3x3 weights): doubles the size as NVlabs' conv2d_resample(up=2): a
+    stride-2 transposed convolution (a quarter of the multiply-adds of a convolution at 2H), then the filter
+    with gain 4, padded once (1, 1), so the filtered values just outside the 2H grid still reach the border
+    pixels. That equals zeros between the pixels, padding (3, 2), the filter, and a 3x3 convolution without
+    padding with the flipped kernel (the parameterisation NVlabs' flip_weight=False picks on this path).
     """
     styles = styles.to(x.dtype)
     weight = weight.to(x.dtype)
-    x = F.conv2d(x * styles[:, :, None, None], weight, padding=padding)
+    x = x * styles[:, :, None, None]
+    if up_filter is None:
+        x = F.conv2d(x, weight, padding=padding)
+    else:
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # [N, O, 2H + 1, 2W + 1]
+        x = filter2d(x, up_filter, (1, 1), gain=4.0)  # [N, O, 2H, 2W]
     if demodulate:
         squares = styles.square() @ weight.square().sum(dim=[2, 3]).t()  # [N, O]: sum_{i,k} (w_{o,i,k} s_{n,i})^2
         x = x * (squares + 1e-8).rsqrt()[:, :, None, None]
@@ -142,7 +155,7 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
 
 
 class SynthesisLayer(nn.Module):
-    """A modulated, demodulated 3x3 convolution (doubling the size first when `up`), per-pixel noise times a
+    """A modulated, demodulated 3x3 convolution (doubling the size when `up`, as NVlabs), per-pixel noise times a
     learned strength (0 at the start), bias and leaky ReLU: [N, in, H, W], w [N, w_dim] -> [N, out, R, R]."""
 
     def __init__(
@@ -160,9 +173,8 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "random", gain: float = 1.0) -> Tensor:
         styles = self.affine(w)
-        if self.up:
-            x = upsample2d(x, self.resample_filter)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=True, padding=1)
+        up_filter = self.resample_filter if self.up else None
+        x = modulated_conv2d(x, self.weight, styles, demodulate=True, padding=1, up_filter=up_filter)
         if noise_mode == "random":
             x = x + torch.randn(len(x), 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype) * (
                 self.noise_strength.to(x.dtype)
