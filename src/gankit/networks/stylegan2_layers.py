@@ -124,7 +124,12 @@ class EqualConv2d(nn.Module):
 
 
 def modulated_conv2d(
-    x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True, padding: int = 0, up_filter: Tensor | None = None
+    x: Tensor,
+    weight: Tensor,
+    styles: Tensor,
+    demodulate: bool = True,
+    padding: int = 0,
+    up_filter: Tensor | None = None,
 ) -> Tensor:
     """StyleGAN2's modulated convolution: each sample's weights scaled per input channel by its style,
     w'_{n,o,i} = w_{o,i} * s_{n,i}, then (demodulate) per output channel by 1 / sqrt(sum_{i,k} w'^2 + 1e-8).
