@@ -69,3 +69,8 @@ def test_eval_bad_input(trained_run, tmp_path):
     torch.save(checkpoint, stray)
     outside = run_eval(f"ckpt_path={stray}", env=env)
     assert outside.returncode == 1 and "no training config found" in outside.stderr
+    last = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    no_heldout = run_eval(last, "critic=only", env=env)
+    assert no_heldout.returncode == 1 and "critic=only trains a critic on held-out data" in no_heldout.stderr
+    unknown = run_eval(last, "critic=maybe", env=env)
+    assert unknown.returncode == 1 and "critic='maybe' must be true, false or only" in unknown.stderr

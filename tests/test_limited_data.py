@@ -4,7 +4,9 @@ casey-meehan/data-copying, towards_gan_benchmarks) and scipy."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -230,6 +232,20 @@ def test_generalisation_metrics_and_the_critic_through_a_run(cfg_factory):
     first = judge_generator(module, dm, 1000, 0, steps=3, batch_size=32)
     again = judge_generator(module, dm, 1000, 0, steps=3, batch_size=32)
     assert first["critic"] == again["critic"] and first["critic_train"] == again["critic_train"]
+
+    # eval.py critic=only: the run's critic settings (steps from critic_steps) on the checkpoint, nothing else
+    from tests.test_eval_cli import run_eval
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "GANKIT_LOG_DIR": str(Path(cfg.paths.output_dir) / "evals"),
+           "GANKIT_CACHE_DIR": str(cfg.paths.cache_dir)}  # fmt: skip
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    result = run_eval(f"ckpt_path={ckpt}", "critic=only", "critic_steps=3", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (report_path,) = Path(env["GANKIT_LOG_DIR"]).glob("eval/runs/*/metrics.json")
+    report = json.loads(report_path.read_text())
+    assert set(report["metrics"]) == {"val/critic", "val/critic_train", "val/critic_seconds"}
+    expected = judge_generator(module, dm, 10000, cfg.seed, steps=3, batch_size=32)
+    assert report["metrics"]["val/critic"] == pytest.approx(expected["critic"], rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def _evaluate(cfg: DictConfig) -> dict[str, float]:
     check_types(cfg)
+    critic_mode = cfg.get("critic")
+    if critic_mode not in (True, False, None, "only"):
+        raise ValueError(f"critic={critic_mode!r} must be true, false or only (the critic without the sample metrics)")
     device = pick_device(cfg.device)
     train_cfg, module, g_step = load_module(cfg.ckpt_path, cfg.paths, device)
+    if critic_mode == "only":
+        return _critic_only(cfg, train_cfg, module, g_step)
     module.set_truncation(cfg.get("truncation_psi", 1.0))
     metrics_cfg, run_metrics = cfg.get("metrics"), train_cfg.get("metrics")
     chosen = metrics_cfg is not None and "_target_" in metrics_cfg.get("evaluation", {})
@@ -70,6 +75,28 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
             **({"truncation_psi": module.truncation_psi} if module.truncation_psi != 1 else {}),
         },
     }
+    out = Path(cfg.paths.output_dir) / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
+    log.info("Wrote %s", out)
+    return results
+
+
+def _critic_only(cfg: DictConfig, train_cfg: DictConfig, module, g_step: int) -> dict[str, float]:
+    """eval.py critic=only: the second stage alone, reported and written as the full evaluation is."""
+    module.set_truncation(cfg.get("truncation_psi", 1.0))  # the critic judges the EMA generator where there is one
+    datamodule = instantiate(train_cfg.data)
+    check_data_kind(train_cfg, datamodule)
+    datamodule.setup("fit")
+    if datamodule.heldout_set is None:
+        raise ValueError(
+            "critic=only trains a critic on held-out data, and this run's data holds none out: score a run "
+            "trained with data.limit=N or data.holdout=M"
+        )
+    results = {f"val/{k}": v for k, v in judge(module, datamodule, train_cfg, cfg.get("critic_steps")).items()}
+    report = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "g_step": g_step, "metrics": results,
+              "protocol": {"critic": "metrics.critic of the run (critic_steps overrides its steps)"}}  # fmt: skip
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
