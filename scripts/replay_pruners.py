@@ -9,8 +9,10 @@ per pruner: trials pruned, the generator steps run against the unpruned total, t
 trial's own wall time, pro rata of the steps it ran), and the best value among the trials it let
 finish (what study.best_trial reports) and its trial.
 
-What a replay cannot show: the sampler seeing pruned trials (TPE reads a pruned trial's last
-value, so a real pruned search proposes other trials after the first pruning), and trials that
+What a replay cannot show: the sampler seeing pruned trials (TPE ranks a pruned trial after every
+finished one, by how far it got, then its last value: its "good" set is the best finished trials
+in both searches, but it is refit at other moments, so a real pruned search can propose other
+trials after the first pruning), and trials that
 ran at the same time (n_jobs > 1: the pruner saw fewer finished trials). Both are why the README
 also has a real pruned search; the replay is for choosing the default pruner, at no CPU cost.
 """
