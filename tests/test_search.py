@@ -175,7 +175,8 @@ def test_two_trials_at_once_on_a_journal_file(tmp_path):
                      f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "g_steps=30", "hydra.sweeper.pruner=null",
                      timeout=400)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert yaml.safe_load((sweep / sweeps.STUDY_FILE).read_text())["storage"] == str(sweep / "optuna.journal")
+    assert yaml.safe_load((sweep / sweeps.STUDY_FILE).read_text())["storage"] == "optuna.journal"  # in the sweep dir
+    assert sweeps.read_study_file(sweep)["storage"] == str((sweep / "optuna.journal").resolve())
     study = _load(str(sweep / "optuna.journal"))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert all(len(t.intermediate_values) >= 2 for t in study.trials)  # both processes wrote to the journal
@@ -261,6 +262,12 @@ def test_two_trials_at_once_on_a_postgresql_server(tmp_path, postgres):
             "cannot open the study",
         ),
         (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs must be a whole number >= 1"),
+        (["hparams_search=optuna_fid_recall", "hydra/sweeper/pruner=median"], "cannot prune a study with 2 objectives"),
+        (  # the bare dialect: SQLAlchemy 2.1 would look for psycopg 3; gankit's driver is psycopg2
+            ["hydra.sweeper.storage='postgresql://postgres@/optuna?host={tmp}/nowhere&port=1'"],
+            "cannot open the study: (psycopg2.OperationalError)",
+        ),
+        (["metrics=none"], "optimized_metric=val/fid is not logged by this run's metrics (metrics=none logs none)"),
     ],
     ids=[
         "pruner-two-objectives",
@@ -270,6 +277,9 @@ def test_two_trials_at_once_on_a_postgresql_server(tmp_path, postgres):
         "sqlite-slurm",
         "unreachable-storage",
         "n-jobs-zero",
+        "pruner-group-two-objectives",
+        "bare-postgresql-url",
+        "metric-not-logged",
     ],  # fmt: skip
 )
 def test_search_settings_that_cannot_work_fail_before_any_trial(tmp_path, args, message):
@@ -280,6 +290,24 @@ def test_search_settings_that_cannot_work_fail_before_any_trial(tmp_path, args, 
     assert message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not list(sweep.glob("trial_*")) and not (sweep / ".submitit").exists()
+
+
+def test_a_sweep_directory_whose_storage_is_gone_or_whose_trials_belong_to_another_study_is_refused(tmp_path):
+    """Continuing would start the numbers at 0 again over trial_0: refused, and no run is written over."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "study.yaml").write_text("storage: optuna.journal\nstudy_name: debug\n")
+    result = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={gone}", timeout=120)
+    assert result.returncode != 0 and "names the study's storage" in result.stderr and "which is gone" in result.stderr
+    assert not (gone / "optuna.journal").exists() and not list(gone.glob("trial_*"))
+
+    taken = tmp_path / "taken"
+    (taken / "trial_0").mkdir(parents=True)
+    (taken / "trial_0" / "train.log").write_text("an earlier run\n")
+    result = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={taken}", timeout=120)
+    assert result.returncode != 0 and "trial_0 already holds a run" in result.stderr, result.stderr[-2000:]
+    assert (taken / "trial_0" / "train.log").read_text() == "an earlier run\n"
+    assert sorted(p.name for p in (taken / "trial_0").iterdir()) == ["train.log"]
 
 
 def test_a_study_that_exists_with_another_direction_is_refused(tmp_path):

@@ -53,14 +53,18 @@ def test_optuna_sweep_returns_the_best_evaluation_and_continues_its_study(tmp_pa
         assert trial.value == pytest.approx(_best_fid(sweep / f"trial_{trial.number}"), rel=1e-6)
         # every evaluation was reported to the trial, at its generator step
         assert trial.intermediate_values == pytest.approx(_fids_by_step(sweep / f"trial_{trial.number}"))
-    first_run = sorted((sweep / "trial_0" / "checkpoints").iterdir())
-    again = run_cli(*args, "hydra.sweeper.n_trials=1", timeout=300)  # the same sweep directory: the same study
+    first_run = sorted(p.name for p in (sweep / "trial_0" / "checkpoints").iterdir())
+    assert yaml.safe_load((sweep / "study.yaml").read_text())["storage"] == "sqlite:///optuna.db"  # movable
+    moved = tmp_path / "moved"
+    sweep.rename(moved)  # the same sweep directory, elsewhere: the same study, from its own optuna.db
+    args[args.index(f"hydra.sweep.dir={sweep}")] = f"hydra.sweep.dir={moved}"
+    again = run_cli(*args, "hydra.sweeper.n_trials=1", timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    study = optuna.load_study(study_name="debug", storage=f"sqlite:///{sweep / 'optuna.db'}")
-    assert len(study.trials) == 3
+    study = optuna.load_study(study_name="debug", storage=f"sqlite:///{moved / 'optuna.db'}")
+    assert len(study.trials) == 3 and not sweep.exists()
     # the continued study's trial 2 writes into trial_2, not into the first trials' directories
-    assert (sweep / "trial_2" / "checkpoints" / "last.ckpt").is_file()
-    assert sorted((sweep / "trial_0" / "checkpoints").iterdir()) == first_run
+    assert (moved / "trial_2" / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in (moved / "trial_0" / "checkpoints").iterdir()) == first_run
 
 
 def test_multi_objective_is_one_override_away(tmp_path):
@@ -77,6 +81,7 @@ def test_a_search_on_a_metric_the_run_does_not_log_fails_at_start(tmp_path):
                      "hydra.sweeper.n_trials=1")  # fmt: skip
     assert result.returncode != 0
     assert "optimized_metric=val/fid is not logged by this run's metrics" in result.stderr
+    assert not list(tmp_path.glob("trial_*"))  # said by the sweeper, before any trial
     assert not list(tmp_path.glob("*/checkpoints/*.ckpt"))
 
 

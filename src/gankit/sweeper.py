@@ -134,14 +134,29 @@ class StudySweeper(Sweeper):
                 f"gives {n_metrics} value(s) and hydra.sweeper.direction has {len(self.directions)}: one direction "
                 "per metric"
             )
+        self._check_metric(metric)
         sweeps.check_pruner(self.pruner, len(self.directions))
         kind = self._launcher_kind()
+        if self.storage:  # a relative path is where the search was launched from, for the jobs and report.py too
+            self.storage = sweeps.absolute_storage(str(self.storage), Path.cwd())
         earlier = sweeps.read_study_file(self.sweep_dir)  # a continued study keeps its storage and name
         if earlier and self.storage and self.storage != earlier["storage"]:
             raise ValueError(
                 f"{self.sweep_dir} holds a study in {earlier['storage']}; hydra.sweeper.storage={self.storage} would "
                 "start another one over its trial folders: leave hydra.sweeper.storage unset, or use another "
                 "hydra.sweep.dir"
+            )
+        if earlier and self.study_name and self.study_name != earlier["study_name"]:
+            raise ValueError(
+                f"{self.sweep_dir} holds study {earlier['study_name']!r}; hydra.sweeper.study_name={self.study_name} "
+                "names another: leave it unset to continue this one, or use another hydra.sweep.dir"
+            )
+        file = sweeps.storage_file(earlier["storage"]) if earlier else None
+        if file is not None and not file.exists():
+            raise ValueError(
+                f"{self.sweep_dir / sweeps.STUDY_FILE} names the study's storage {earlier['storage']}, which is gone: "
+                "a new one would start the trial numbers at 0 again, over this folder's trial_<n> runs. Put the "
+                "storage back, or start the search in another hydra.sweep.dir"
             )
         if earlier:
             self.study_name = earlier["study_name"]
@@ -155,6 +170,23 @@ class StudySweeper(Sweeper):
                 self.n_jobs,
             )
         return str(storage)
+
+    def _check_metric(self, metric) -> None:
+        """An objective the runs' metrics do not log, said once here rather than by every trial (each job checks
+        again with its own overrides, which may change the metrics)."""
+        from gankit.metric_keys import VAL_KEYS, val_keys
+
+        names = [metric] if isinstance(metric, str) else list(metric or [])
+        evaluation = OmegaConf.select(self.config, "metrics.evaluation")
+        chosen = list(evaluation.get("metrics") or []) if evaluation is not None and "_target_" in evaluation else []
+        known = [name for name in chosen if name in VAL_KEYS]  # an unknown one is the job's own message
+        logged = set(val_keys(known, points=True))
+        for name in names:
+            if name.startswith("val/") and name not in logged and len(known) == len(chosen):
+                raise ValueError(
+                    f"optimized_metric={name} is not logged by this run's metrics "
+                    f"({', '.join(sorted(logged)) or 'metrics=none logs none'}); choose one of them, or other metrics"
+                )
 
     def _open_study(self, storage: str, name: str):
         import optuna
@@ -176,8 +208,13 @@ class StudySweeper(Sweeper):
         if stored != self.directions:
             raise ValueError(
                 f"study {name!r} in {storage} already exists with direction {stored}, and this search asks "
-                f"for {self.directions}: use another hydra.sweep.dir"
+                f"for {self.directions}: name another with hydra.sweeper.study_name=<name>, or use another storage"
             )
+        if study.trials and sweeps.read_study_file(self.sweep_dir) is None:
+            log.warning(
+                "Study %s in %s already has %d trial(s) from another sweep directory: this search joins it "
+                "(hydra.sweeper.study_name=<name> starts a new one)", name, storage, len(study.trials),
+            )  # fmt: skip
         return study
 
     def _search_space(self, arguments: list[str]) -> tuple[dict, dict]:
@@ -245,6 +282,14 @@ class StudySweeper(Sweeper):
 
         def ask():
             trial = study.ask(space)
+            folder = self.sweep_dir / f"trial_{trial.number}"
+            if folder.exists() and any(folder.iterdir()):  # another study's run: never written over
+                sweeps.finish_trial(recorder, trial, "FAIL", error=f"{folder} holds another run")
+                raise SystemExit(
+                    f"gankit: error: {folder} already holds a run, and study {study.study_name!r} gave the next "
+                    f"trial number {trial.number}: this folder's runs belong to another study (a storage shared "
+                    "with another search, or replaced). Use another hydra.sweep.dir, or hydra.sweeper.study_name"
+                )
             for key, value in fixed.items():
                 trial.set_user_attr(key, value)
             trial.set_user_attr("directory", f"trial_{trial.number}")

@@ -51,6 +51,48 @@ def is_url(storage: str) -> bool:
     return "://" in storage
 
 
+def storage_file(storage: str) -> Path | None:
+    """The file a journal or SQLite storage lives in (None for a database server)."""
+    if storage.startswith("sqlite:///"):
+        return Path(storage.removeprefix("sqlite:///"))
+    return None if is_url(storage) else Path(storage)
+
+
+def absolute_storage(storage: str, base: str | Path) -> str:
+    """A journal path or SQLite URL relative to `base` made absolute; server URLs unchanged."""
+    file = storage_file(storage)
+    if file is None or file.is_absolute() or str(file) in ("", ":memory:"):
+        return storage
+    path = (Path(base) / file).resolve()
+    return f"sqlite:///{path}" if storage.startswith("sqlite:") else str(path)
+
+
+def portable_storage(storage: str, sweep_dir: str | Path) -> str:
+    """A storage file inside the sweep directory named relative to it, so the directory can be moved or copied
+    and continued (its study.yaml then names its own copy, not the original's)."""
+    file = storage_file(storage)
+    if file is None:
+        return storage
+    try:
+        inside = file.resolve().relative_to(Path(sweep_dir).resolve())
+    except ValueError:
+        return storage
+    return f"sqlite:///{inside}" if storage.startswith("sqlite:") else str(inside)
+
+
+def server_url(storage: str) -> str:
+    """`postgresql://` as the installed driver spells it: SQLAlchemy 2.1 maps the bare dialect to psycopg 3, and
+    the driver gankit installs is psycopg2."""
+    import importlib.util
+
+    has = {name: importlib.util.find_spec(name) is not None for name in ("psycopg", "psycopg2")}
+    if storage.startswith("postgresql") and not any(has.values()):
+        raise ValueError("a PostgreSQL storage needs its driver: pip install psycopg2-binary (in gankit's dev extras)")
+    if storage.startswith("postgresql://") and not has["psycopg"]:
+        return "postgresql+psycopg2://" + storage.removeprefix("postgresql://")
+    return storage
+
+
 def check_storage(storage: str, n_jobs: int, slurm: bool) -> None:
     """SQLite serves one writing process at a time: refused where several trials run at once."""
     if not storage.startswith("sqlite:"):
@@ -70,7 +112,7 @@ def open_storage(storage: str):
     import optuna
 
     if is_url(storage):
-        return optuna.storages.RDBStorage(storage)
+        return optuna.storages.RDBStorage(server_url(storage))
     from optuna.storages.journal import JournalFileBackend
 
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
@@ -79,12 +121,17 @@ def open_storage(storage: str):
 
 def write_study_file(sweep_dir: str | Path, storage: str, study_name: str) -> None:
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    (Path(sweep_dir) / STUDY_FILE).write_text(yaml.safe_dump({"storage": storage, "study_name": study_name}))
+    info = {"storage": portable_storage(storage, sweep_dir), "study_name": study_name}
+    (Path(sweep_dir) / STUDY_FILE).write_text(yaml.safe_dump(info))
 
 
 def read_study_file(sweep_dir: str | Path) -> dict | None:
+    """study.yaml, its storage absolute (a file named relative to the sweep directory is resolved there)."""
     path = Path(sweep_dir) / STUDY_FILE
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    info = yaml.safe_load(path.read_text())
+    return {**info, "storage": absolute_storage(str(info["storage"]), sweep_dir)}
 
 
 def load_sweep_study(sweep_dir: str | Path, pruner=None):
