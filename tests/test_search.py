@@ -239,6 +239,36 @@ def test_two_trials_at_once_on_a_postgresql_server(tmp_path, postgres):
     assert not (sweep / "optuna.db").exists() and not (sweep / "optuna.journal").exists()
 
 
+@pytest.mark.parametrize("launcher", [pytest.param("basic", marks=pytest.mark.slow), "local"])
+def test_ctrl_c_stops_the_search_records_its_trials_and_exits_130(tmp_path, launcher):
+    """Ctrl-C (SIGINT to the terminal's process group) while a trial trains: one line, exit 130, the trial
+    recorded, optimization_results.yaml written; not "every trial failed"."""
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2"]
+    args.append("g_steps=5000")  # still training when the signal comes
+    if launcher == "local":
+        args += ["hydra/launcher=local", "hydra.sweeper.n_jobs=2"]
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, start_new_session=True,
+                               env={**os.environ, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list(sweep.glob("trial_0/csv/*/metrics.csv")) + list(sweep.glob("trial_0/csv/metrics.csv")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "gankit: the search was interrupted" in stderr and "all 2 trial(s)" not in stderr
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["trials"] and all(t["state"] != "RUNNING" for t in results["trials"])
+
+
 # ---- settings refused before any trial starts --------------------------------------------------------------
 @pytest.mark.parametrize(
     "args, message",

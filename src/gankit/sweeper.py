@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -258,10 +259,20 @@ class StudySweeper(Sweeper):
 
         recorder = self._recorder(study)
         mine: list[int] = []
+        interrupted = None
         try:
             self._search(study, recorder, space, fixed, mine)
+        except KeyboardInterrupt as stop:  # Ctrl-C (the trials were stopped too, and recorded)
+            interrupted = stop
         finally:  # also after a stop (Ctrl-C, a submission SLURM refused): the trials so far, in the results file
-            self._summarise(recorder, mine)
+            self._summarise(recorder, mine, stopped=interrupted is not None)
+        if interrupted is not None:
+            print(
+                f"gankit: the search was interrupted ({sweeps.first_line(interrupted) or 'Ctrl-C'}); "
+                f"{self.sweep_dir / 'optimization_results.yaml'} lists its trials, and the same command continues it",
+                file=sys.stderr,
+            )
+            raise SystemExit(130)
 
     def _recorder(self, study):
         """The study as the sweeper records outcomes: with a plain sampler, whose after-trial hook does not
@@ -356,8 +367,9 @@ class StudySweeper(Sweeper):
             return error
         return _outcome(ret)
 
-    def _summarise(self, study, mine: list[int]) -> None:
-        """optimization_results.yaml: the best (or the Pareto front), and every trial with its state."""
+    def _summarise(self, study, mine: list[int], stopped: bool = False) -> None:
+        """optimization_results.yaml: the best (or the Pareto front), and every trial with its state. A search
+        whose every trial failed (not one stopped by the user) exits 1 naming the first error."""
         import optuna
 
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
@@ -387,7 +399,7 @@ class StudySweeper(Sweeper):
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
         log.info("Trials: %d complete, %d pruned, %d failed", counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
         failed = [t for t in trials if t.number in mine and t.state == optuna.trial.TrialState.FAIL]
-        if mine and len(failed) == len(mine):
+        if mine and len(failed) == len(mine) and not stopped:
             first = failed[0]
             raise SystemExit(
                 f"gankit: error: all {len(mine)} trial(s) of this sweep failed; trial {first.number}: "
