@@ -154,6 +154,12 @@ def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
     assert results["best_params"]["model.loss"] == "hinge"
     report = run_cli(str(sweep), "--static", script="report.py")
     assert report.returncode == 0 and "not_a_loss" in (sweep / "report.html").read_text()
+    # continued, the grid has no point left: no trial repeats one (Optuna's grid sampler would)
+    again = run_cli("-m", "hparams_search=optuna", *TINY, f"hydra.sweep.dir={sweep}", "hydra/sweeper/sampler=grid",
+                    "hydra.sweeper.params=null", "model.loss=choice(hinge, not_a_loss)", "hydra.sweeper.pruner=null",
+                    timeout=400)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(_load(f"sqlite:///{sweep / 'optuna.db'}").trials) == 2
 
 
 def test_a_search_where_every_trial_fails_exits_non_zero_with_one_message(tmp_path):

@@ -233,6 +233,7 @@ class StudySweeper(Sweeper):
         try:
             storage = self._check()
             space, fixed = self._search_space(arguments)
+            grid = None
             if callable(self.sampler) and not hasattr(self.sampler, "sample_relative"):  # a partial: the grid
                 grid = {name: grid_choices(dist) for name, dist in space.items()}
                 self.sampler = self.sampler(grid)
@@ -241,6 +242,8 @@ class StudySweeper(Sweeper):
             study = self._open_study(storage, name)
         except ValueError as error:
             raise SystemExit(f"gankit: error: {error}") from None
+        if grid is not None:
+            self.n_trials = min(self.n_trials, self._grid_points_left(study, grid))
         if study.trials:  # continued: a sampler seeded as before would draw the first trials' values again
             study.sampler.reseed_rng()
         sweeps.write_study_file(self.sweep_dir, storage, study.study_name)
@@ -273,6 +276,17 @@ class StudySweeper(Sweeper):
                 file=sys.stderr,
             )
             raise SystemExit(130)
+
+    def _grid_points_left(self, study, grid: dict) -> int:
+        """A continued grid search runs the points no trial has taken yet (Optuna would repeat finished ones)."""
+        import itertools
+
+        points = set(itertools.product(*grid.values()))
+        taken = {tuple(t.params.get(k) for k in grid) for t in study.trials if set(t.params) == set(grid)}
+        left = len(points - taken)
+        if left < self.n_trials:
+            log.info("The grid has %d point(s) and %d are left in this study: %d trial(s)", len(points), left, left)
+        return left
 
     def _recorder(self, study):
         """The study as the sweeper records outcomes: with a plain sampler, whose after-trial hook does not
