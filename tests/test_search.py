@@ -356,3 +356,12 @@ def test_a_study_that_exists_with_another_direction_is_refused(tmp_path):
     assert result.returncode != 0
     assert "already exists with direction ['maximize'], and this search asks for ['minimize']" in result.stderr
     assert not list(sweep.glob("trial_*"))
+
+
+def test_a_killed_jobs_error_says_so_in_one_line():
+    """submitit's message for a job that produced no result starts with its result path; the cause is line 2."""
+    message = "Job 7 (task: 0) with path /s/.submitit/7/7_0_result.pkl\nhas not produced any output (state: FINISHED)\n"
+    line = sweeps.first_line(RuntimeError(message + "Error stream produced:\n----\nKilled"))
+    assert line.startswith("its job ended without a result (state FINISHED: killed, or out of memory?)")
+    assert "7_0_result.pkl" in line and "\n" not in line
+    assert sweeps.first_line(ValueError("lr=abc is not a number\ntraceback")) == "lr=abc is not a number"

@@ -312,5 +312,13 @@ def _finish(study, trial, state: str, values, attrs: dict) -> bool:
 
 
 def first_line(error: BaseException | str) -> str:
+    """An error in one line. submitit's "job with path ... / has not produced any output (state: ...)" (a job
+    killed, or out of memory) becomes that: the first line alone is only the path."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    lines = text.splitlines()
+    if len(lines) > 1 and lines[1].startswith("has not produced any output"):
+        state = lines[1].split("(state:")[-1].rstrip(")").strip()
+        return f"its job ended without a result (state {state}: killed, or out of memory?); {lines[0]}"
+    return lines[0]
