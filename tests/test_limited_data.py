@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -234,15 +233,17 @@ def test_generalisation_metrics_and_the_critic_through_a_run(cfg_factory):
     assert first["critic"] == again["critic"] and first["critic_train"] == again["critic_train"]
 
     # eval.py critic=only: the run's critic settings (steps from critic_steps) on the checkpoint, nothing else
-    from tests.test_eval_cli import run_eval
+    from hydra import compose, initialize_config_dir
 
-    env = {**os.environ, "WANDB_MODE": "disabled", "GANKIT_LOG_DIR": str(Path(cfg.paths.output_dir) / "evals"),
-           "GANKIT_CACHE_DIR": str(cfg.paths.cache_dir)}  # fmt: skip
-    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    result = run_eval(f"ckpt_path={ckpt}", "critic=only", "critic_steps=3", env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (report_path,) = Path(env["GANKIT_LOG_DIR"]).glob("eval/runs/*/metrics.json")
-    report = json.loads(report_path.read_text())
+    from gankit.evaluate import evaluate
+    from tests.conftest import ROOT
+
+    out = Path(cfg.paths.output_dir) / "eval"
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        overrides = [f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}", "critic=only"]
+        overrides += ["critic_steps=3", f"paths.output_dir={out}", f"paths.cache_dir={cfg.paths.cache_dir}"]
+        evaluate(compose("eval", overrides=overrides))
+    report = json.loads((out / "metrics.json").read_text())
     assert set(report["metrics"]) == {"val/critic", "val/critic_train", "val/critic_seconds"}
     expected = judge_generator(module, dm, 10000, cfg.seed, steps=3, batch_size=32)
     assert report["metrics"]["val/critic"] == pytest.approx(expected["critic"], rel=1e-5)
