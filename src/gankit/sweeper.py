@@ -270,8 +270,9 @@ class StudySweeper(Sweeper):
         finally:  # also after a stop (Ctrl-C, a submission SLURM refused): the trials so far, in the results file
             self._summarise(recorder, mine, stopped=interrupted is not None)
         if interrupted is not None:
+            how = sweeps.first_line(interrupted).removeprefix("interrupted").strip(" ()") or "Ctrl-C"
             print(
-                f"gankit: the search was interrupted ({sweeps.first_line(interrupted) or 'Ctrl-C'}); "
+                f"gankit: the search was interrupted ({how}); "
                 f"{self.sweep_dir / 'optimization_results.yaml'} lists its trials, and the same command continues it",
                 file=sys.stderr,
             )
@@ -313,7 +314,7 @@ class StudySweeper(Sweeper):
                 raise SystemExit(
                     f"gankit: error: {folder} already holds a run, and study {study.study_name!r} gave the next "
                     f"trial number {trial.number}: this folder's runs belong to another study (a storage shared "
-                    "with another search, or replaced). Use another hydra.sweep.dir, or hydra.sweeper.study_name"
+                    "with another search, or replaced). Use another hydra.sweep.dir, or move that folder away"
                 )
             for key, value in fixed.items():
                 trial.set_user_attr(key, value)
