@@ -54,12 +54,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     evaluation: Evaluation = instantiate(train_cfg.metrics.evaluation)
 
     if cfg.get("critic"):  # before minutes of evaluation: the critic needs held-out data
-        datamodule.setup("fit")
-        if datamodule.heldout_set is None:
-            raise ValueError(
-                "critic=true trains a critic on held-out data, and this run's data holds none out: score a run "
-                "trained with data.limit=N or data.holdout=M"
-            )
+        _require_heldout(datamodule, "critic=true")
     evaluation.prepare(datamodule, device)
     results = {k: v.item() for k, v in evaluation.evaluate(module).items()}
     if cfg.get("critic"):
@@ -75,11 +70,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
             **({"truncation_psi": module.truncation_psi} if module.truncation_psi != 1 else {}),
         },
     }
-    out = Path(cfg.paths.output_dir) / "metrics.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(format_table(report))
-    log.info("Wrote %s", out)
+    _write_report(cfg, report)
     return results
 
 
@@ -88,21 +79,30 @@ def _critic_only(cfg: DictConfig, train_cfg: DictConfig, module, g_step: int) ->
     module.set_truncation(cfg.get("truncation_psi", 1.0))  # the critic judges the EMA generator where there is one
     datamodule = instantiate(train_cfg.data)
     check_data_kind(train_cfg, datamodule)
-    datamodule.setup("fit")
-    if datamodule.heldout_set is None:
-        raise ValueError(
-            "critic=only trains a critic on held-out data, and this run's data holds none out: score a run "
-            "trained with data.limit=N or data.holdout=M"
-        )
+    _require_heldout(datamodule, "critic=only")
     results = {f"val/{k}": v for k, v in judge(module, datamodule, train_cfg, cfg.get("critic_steps")).items()}
     report = {"ckpt_path": str(Path(cfg.ckpt_path).resolve()), "g_step": g_step, "metrics": results,
               "protocol": {"critic": "metrics.critic of the run (critic_steps overrides its steps)"}}  # fmt: skip
+    _write_report(cfg, report)
+    return results
+
+
+def _write_report(cfg: DictConfig, report: dict) -> None:
+    """metrics.json in this run's folder, and the table on stdout."""
     out = Path(cfg.paths.output_dir) / "metrics.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(report))
     log.info("Wrote %s", out)
-    return results
+
+
+def _require_heldout(datamodule, setting: str) -> None:
+    datamodule.setup("fit")
+    if datamodule.heldout_set is None:
+        raise ValueError(
+            f"{setting} trains a critic on held-out data, and this run's data holds none out: score a run "
+            "trained with data.limit=N or data.holdout=M"
+        )
 
 
 def judge(module, datamodule, train_cfg: DictConfig, steps: int | None) -> dict[str, float]:
