@@ -7,7 +7,8 @@
 #     and Lightning's own floor: the raw step inside a minimal LightningModule);
 #   - throughput and MFU (bench/throughput.py: DCGAN-32 / DCGAN-64 / SNGAN-32, batch 64 / 128 / 256,
 #     fp32 / bf16, eager; compiled vs eager for DCGAN-64 at batch 256);
-#   - the default job in fp32 and bf16, and the evaluation's share of training (bench/eval_cost.py).
+#   - the default job in fp32 and bf16, and the evaluation's share of training (bench/eval_cost.py);
+#   - what DiffAugment, ADA (p 0 / 0.2 / 1) and LeCam add to a step (bench/piece_costs.py).
 #   bash bench/gpu_checks.sh        results in $OUT (default /tmp/gpu_checks): report.txt
 # QUICK=1: a dry run in a minute or two, also on a CPU (tiny lengths; what it prints is not a result).
 set -uo pipefail
@@ -82,5 +83,9 @@ say "== evaluation cost (Inception, random weights: timing only)"
 SECONDS=0
 timeout 100 $PY bench/eval_cost.py --device $DEVICE --inception random --train-steps 200 2>&1 | filter | tail -14 \
   | tee -a "$REPORT"
+say "(${SECONDS}s)"
+say "== limited-data pieces per generator step (median of per-round ratios to the default job)"
+SECONDS=0
+timeout 90 $PY bench/piece_costs.py --device $DEVICE --rounds 2 --steps $STEPS 2>&1 | grep -E "^\||device" | tee -a "$REPORT"
 say "(${SECONDS}s)"
 say "== done $(date -u)"
