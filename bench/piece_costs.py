@@ -1,4 +1,4 @@
-"""What each limited-data piece adds to a training step: DiffAugment, ADA (at several p), LeCam, against the default job.
+"""What each limited-data piece adds to a training step: DiffAugment, ADA (at several p) and LeCam, vs the default.
 
     python bench/piece_costs.py                      # CPU, the default job (DCGAN + EMA, MNIST 32x32, batch 64)
     python bench/piece_costs.py --device cuda --rounds 7 --steps 200
@@ -67,8 +67,10 @@ def main() -> None:
             for name in names:
                 seconds[name].append(this[name])
                 ratios[name].append(this[name] / this[names[0]])
-    print(f"device {device}, batch {data[0][0].shape[0] if isinstance(data[0], (list, tuple)) else len(data[0])}, "
-          f"{args.rounds} rounds of {args.steps} generator steps (one D + one G step each)\n")
+    print(
+        f"device {device}, batch {data[0][0].shape[0] if isinstance(data[0], (list, tuple)) else len(data[0])}, "
+        f"{args.rounds} rounds of {args.steps} generator steps (one D + one G step each)\n"
+    )
     print("| variant | ms / G step | x the default job | added ms |")
     print("|---|---|---|---|")
     base = statistics.median(seconds[names[0]])

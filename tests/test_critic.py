@@ -40,6 +40,23 @@ def test_divergence_is_near_zero_when_the_generator_is_the_data():
     assert abs(result["critic"]) < 0.15 and abs(result["critic_train"]) < 0.15
 
 
+@pytest.mark.parametrize("train_size", [300, 5000])
+def test_both_estimates_read_the_same_number_of_images(monkeypatch, train_size):
+    """critic and critic_train are means over equally many real images (the smaller of the read half of the
+    held-out set and the training set), each against as many fresh samples."""
+    sample, heldout, _ = gaussians(1.0)
+    read_sizes = []
+    divergence = critic._divergence
+
+    def counting(net, real, *args):
+        read_sizes.append(len(real))
+        return divergence(net, real, *args)
+
+    monkeypatch.setattr(critic, "_divergence", counting)
+    critic.critic_divergence(sample, heldout, torch.randn(train_size, 2), steps=5, batch_size=64)
+    assert read_sizes == [min(2000, train_size)] * 2
+
+
 def test_the_average_forgets_the_untrained_critic_at_short_budgets(monkeypatch):
     """A plain 0.999 average after 300 steps is still 74% the initial weights: its estimate reads the untrained
     critic, far below the optimum (the warm-up is what makes short budgets meaningful)."""

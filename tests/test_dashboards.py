@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gankit import runs
+from gankit import report, runs
 from gankit.dashboards import logged_keys, panel_keys, workspace
+from gankit.loggers import metric_layout
+from gankit.metric_keys import ADA_KEYS, CRITIC_KEYS, LECAM_KEYS, best_value, direction
 from gankit.report import write_report
 from tests.conftest import run_cli
 
@@ -122,6 +124,31 @@ def test_workspace_builds_offline_with_the_gan_sections(sweep):
     assert "summary:val/fid.min" in view.runset_settings.pinned_columns
     with pytest.raises(ValueError, match="not a metrics config"):
         workspace("e", "p", "no_such_metrics")
+
+
+def test_limited_data_panels_when_the_runs_use_ada_lecam_or_the_critic():
+    plain = panel_keys(workspace("e", "p", "digits_heldout"))
+    assert {"val/d_gap", "val/copying"} <= plain and not plain & {*ADA_KEYS, *LECAM_KEYS, *CRITIC_KEYS}
+    view = workspace("e", "p", "digits_heldout", ada=True, lecam=True, critic=True)
+    assert {*ADA_KEYS, *LECAM_KEYS, *CRITIC_KEYS} <= panel_keys(view)
+    assert "Limited data (ADA, LeCam)" in [s.name for s in view.sections]
+    assert {"summary:val/critic.last", "summary:train/ada_p.last"} <= set(view.runset_settings.pinned_columns)
+    view._to_model()
+
+
+def test_each_metric_ranks_runs_its_own_way():
+    """FID: lowest; recall: highest; C_T: nearest 0 (<< 0 copies, >> 0 underfits); the critic's divergence
+    against held-out data: lowest; its reading on training images: no best (a copier's is the lowest)."""
+    assert best_value([40.0, 30.0, 50.0], "val/fid") == 30.0
+    assert best_value([0.5, 0.8], "val/recall") == 0.8
+    assert best_value([-13.1, 8.7, 0.4, -2.0], "val/copying") == 0.4
+    assert best_value([5.0, 9.4], "val/critic") == 5.0
+    assert best_value([3.2, -0.9], "val/critic_train") is None
+    layout = metric_layout()
+    assert layout["val/copying"]["summary"] == layout["val/critic_train"]["summary"] == "last"
+    assert layout["val/critic"]["summary"] == "min,last" and direction("val/d_gap") == "min"
+    assert report._best([-13.1, 8.7, 0.4, float("nan")], "val/copying") == 0.4  # the report's highlighted cell
+    assert report._best([3.2, -0.9], "val/critic_train") is None
 
 
 @pytest.mark.parametrize("metrics", ["digits", "mixture", "stacked_mnist"])

@@ -136,6 +136,11 @@ def test_ada_controller_follows_the_reference_update():
         augment.adjust(step, batch=4)
     assert float(augment.p) == pytest.approx(4 * 4 / 500)
     assert {"p", "signs", "rt"} <= set(augment.state_dict())  # in the checkpoint
+    fixed = AdaptiveAugment(interval=2, p=0.3)  # an ablation: r_t measured and logged, p untouched
+    for step in (1, 2):
+        fixed.accumulate(torch.tensor([1.0, -1.0, 1.0, 1.0]))
+        fixed.adjust(step, batch=4)
+    assert float(fixed.rt) == pytest.approx(0.5) and float(fixed.p) == pytest.approx(0.3)
 
 
 # ---- LeCam --------------------------------------------------------------------------------------
@@ -261,6 +266,7 @@ def test_generalisation_metrics_and_the_critic_through_a_run(cfg_factory):
         (["data=ring", "model.ada={target: 0.6}", "metrics=none"], "model.ada (adaptive augmentation)"),
         (["data=ring", "data.limit=100"], "data.limit is for image sets"),
         (["metrics.critic.enabled=true"], "metrics.critic trains on held-out data"),
+        (["data=ring", "metrics.evaluation.metrics=[modes,copying]"], "set data.holdout=M (M fresh draws"),
     ],
 )
 def test_bad_limited_data_input_is_one_message_naming_the_key(cfg_factory, overrides, says):

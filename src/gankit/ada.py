@@ -213,21 +213,23 @@ class AdaptiveAugment(nn.Module):
 
     @torch.no_grad()
     def accumulate(self, real_logits: Tensor) -> None:
-        """Count sign(D(aug(x_real))) of this D step (no device read)."""
-        if self.adaptive:
-            count = torch.tensor(float(real_logits.numel()), device=self.signs.device)
-            self.signs += torch.stack([real_logits.detach().sign().sum().float(), count])
+        """Count sign(D(aug(x_real))) of this D step (no device read); with a fixed p too, where r_t is logged
+        but moves nothing (the reference reports the signs whatever p is)."""
+        count = torch.tensor(float(real_logits.numel()), device=self.signs.device)
+        self.signs += torch.stack([real_logits.detach().sign().sum().float(), count])
 
     @torch.no_grad()
     def adjust(self, d_steps: int, batch: int) -> None:
         """After D step `d_steps` (counted from 1): every `interval` steps, move p by sign(r_t - target) *
-        batch * interval / (kimg * 1000), `batch` the real images of one D step over all processes."""
-        if not self.adaptive or d_steps % self.interval:
+        batch * interval / (kimg * 1000), `batch` the real images of one D step over all processes. A fixed p
+        stays; r_t is measured all the same."""
+        if d_steps % self.interval:
             return
         signs = self.signs.clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(signs)
         self.rt.copy_(signs[0] / signs[1].clamp(min=1))  # no device read: p moves on the device
-        step = torch.sign(self.rt - self.target) * batch * self.interval / (self.kimg * 1000)
-        self.p.copy_((self.p + step).clamp(0, 1))
+        if self.adaptive:
+            step = torch.sign(self.rt - self.target) * batch * self.interval / (self.kimg * 1000)
+            self.p.copy_((self.p + step).clamp(0, 1))
         self.signs.zero_()

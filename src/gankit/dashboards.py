@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gankit.metric_keys import GENERALIZATION, LOWER_IS_BETTER, val_keys
+from gankit.metric_keys import ADA_KEYS, CRITIC_KEYS, DIRECTION_WORDS, GENERALIZATION, LECAM_KEYS, direction, val_keys
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TRAINING_HEALTH = {
@@ -67,10 +67,15 @@ def workspace(
     columns: list[str] | tuple[str, ...] = (),
     name: str | None = None,
     trials: bool = False,
+    ada: bool = False,
+    lecam: bool = False,
+    critic: bool = False,
 ):
     """The workspace (not saved). `sweep`: only runs of that W&B group (a gankit multirun's group);
     `columns`: config keys shown in the runs table (the sweep's overrides, e.g. model.loss); `trials`: an
-    Optuna search, whose runs table also shows each run's trial number and state (COMPLETE / PRUNED)."""
+    Optuna search, whose runs table also shows each run's trial number and state (COMPLETE / PRUNED).
+    `ada`, `lecam`, `critic`: the runs use model.ada, model.lecam, metrics.critic (their panels: ADA's p and
+    r_t, the LeCam penalty, the critic's estimates beside the other held-out metrics)."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
@@ -78,11 +83,15 @@ def workspace(
     val = keys["val"]
 
     def line(key: str, x: str = "g_step") -> wr.LinePlot:
-        direction = " (lower is better)" if key in LOWER_IS_BETTER else ""
-        return wr.LinePlot(title=f"{key}{direction}", x=x, y=[key], title_x=x)
+        words = DIRECTION_WORDS[direction(key)] if direction(key) != "max" else ""
+        return wr.LinePlot(title=f"{key} ({words})" if words else key, x=x, y=[key], title_x=x)
 
     quality = [line(k) for k in val if k.removeprefix("val/") in QUALITY]
     held_out = [line(k) for k in val if k.removeprefix("val/") in GENERALIZATION]
+    if critic:  # once, at the end of training: held-out against training images, the copier's tell
+        held_out.append(wr.LinePlot(title="critic: held-out vs training (lower is better)", x="g_step",
+                                    y=list(CRITIC_KEYS), title_x="g_step"))  # fmt: skip
+    limited = [line(k, x="trainer/global_step") for k in (*(ADA_KEYS if ada else ()), *(LECAM_KEYS if lecam else ()))]
     coverage = [line(k) for k in val if k.removeprefix("val/") not in (*QUALITY, *GENERALIZATION)]
     coverage += [line("collapse/alerts")] if "collapse/alerts" in keys["collapse"] else []
     coverage.append(line("train/d_auc", x="trainer/global_step"))
@@ -97,7 +106,9 @@ def workspace(
     ]
     if "val/evaluations" in keys["pictures"]:
         pictures.append(wr.WeavePanelSummaryTable(table_name="val/evaluations"))
-    best = [f"summary:{k}.{'min' if k in LOWER_IS_BETTER else 'max'}" for k in val]
+    best = [f"summary:{k}.{direction(k) if direction(k) in ('min', 'max') else 'last'}" for k in val]
+    best += [f"summary:{k}.last" for k in CRITIC_KEYS] if critic else []
+    best += [f"summary:{ADA_KEYS[0]}.last"] if ada else []
     trial = ["summary:trial/number", "summary:trial/state"] if trials else []  # an Optuna search: pruned runs
     runs = ws.RunsetSettings(
         filters=[ws.Metric("Group") == sweep] if sweep else "",
@@ -107,6 +118,7 @@ def workspace(
         ws.Section(name="Quality", panels=quality, is_open=True),
         ws.Section(name="Coverage and collapse", panels=coverage, is_open=True),
         ws.Section(name="Generalisation (held-out data)", panels=held_out, is_open=True),
+        ws.Section(name="Limited data (ADA, LeCam)", panels=limited, is_open=True),
         ws.Section(name="Pictures", panels=pictures, is_open=True),
         ws.Section(name="Training health", panels=health, is_open=False),
     ]
@@ -160,4 +172,10 @@ def sweep_settings(sweep_dir: Path) -> dict:
     from gankit.sweeps import STUDY_FILE
 
     trials = (Path(sweep) / STUDY_FILE).is_file() or (Path(sweep_dir) / STUDY_FILE).is_file()
-    return {"sweep": group, "columns": columns, "metrics": hydra["runtime"]["choices"].get("metrics"), "trials": trials}
+    configs = [OmegaConf.create(job.config) for job in jobs]
+    uses = {  # the optional panels, where any job of the sweep logs their keys
+        name: any(OmegaConf.select(c, key, default=None) for c in configs)
+        for name, key in (("ada", "model.ada"), ("lecam", "model.lecam"), ("critic", "metrics.critic.enabled"))
+    }
+    metrics = hydra["runtime"]["choices"].get("metrics")
+    return {"sweep": group, "columns": columns, "metrics": metrics, "trials": trials, **uses}

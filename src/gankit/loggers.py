@@ -13,7 +13,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from gankit import lightning_compat as compat
-from gankit.metric_keys import CRITIC_KEYS, EVALUATIONS_TABLE, LOWER_IS_BETTER, PICTURE_KEYS, VAL_KEYS
+from gankit.metric_keys import CRITIC_KEYS, EVALUATIONS_TABLE, PICTURE_KEYS, VAL_KEYS, direction
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,13 @@ def metric_layout() -> dict[str, dict]:
 
     Quality, collapse and picture keys are plotted against `g_step` (Lightning's global step counts D
     and G updates together); each `val/` metric's summary keeps its best (min or max by direction)
-    and its last value. `train/*` stays on Lightning's `trainer/global_step`.
+    and its last value (the last only for C_T, best near 0, and val/critic_train, a diagnostic). `train/*`
+    stays on Lightning's `trainer/global_step`.
     """
     layout: dict[str, dict] = {"g_step": {"summary": "max"}, "kimg": {"step_metric": "g_step", "summary": "max"}}
     for key in sorted({f"val/{k}" for keys in VAL_KEYS.values() for k in keys} | set(CRITIC_KEYS)):
-        best = "min" if key in LOWER_IS_BETTER else "max"
-        layout[key] = {"step_metric": "g_step", "summary": f"{best},last"}
+        best = direction(key)  # W&B summarises by min or max only: C_T (near 0) and diagnostics keep the last
+        layout[key] = {"step_metric": "g_step", "summary": f"{best},last" if best in ("min", "max") else "last"}
     for key in (*PICTURE_KEYS, EVALUATIONS_TABLE, "samples/grid"):
         layout[key] = {"step_metric": "g_step", "summary": "none"}
     layout["collapse/alerts"] = {"step_metric": "g_step", "summary": "max"}

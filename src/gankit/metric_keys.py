@@ -19,13 +19,42 @@ VAL_KEYS = {
 }
 # metrics.critic.enabled (not in metrics.evaluation.metrics): the critic's estimates, once at the end
 CRITIC_KEYS = ("val/critic", "val/critic_train")
+# model.ada: its probability and its overfitting heuristic r_t; model.lecam: the penalty D's loss adds (weight x R)
+ADA_KEYS = ("train/ada_p", "train/ada_rt")
+LECAM_KEYS = ("train/lecam",)
 LOWER_IS_BETTER = {
     "val/fid",
     "val/kid",
     "val/mode_kl",
     "val/d_gap",
     "val/ppl",
-}  # the others: higher is better (C_T: near 0)
+    "val/critic",  # the critic's divergence between held-out data and G's samples
+}
+NEAR_ZERO_IS_BETTER = {"val/copying"}  # C_T: << 0 copies the training set, >> 0 underfits
+NO_BEST = {"val/critic_train"}  # read beside val/critic: low for a copier and for a good generator alike
+
+
+def direction(key: str) -> str:
+    """How a key ranks runs: "min", "max", "zero" (closest to 0) or "none" (a diagnostic, not a score)."""
+    if key in LOWER_IS_BETTER:
+        return "min"
+    if key in NEAR_ZERO_IS_BETTER:
+        return "zero"
+    return "none" if key in NO_BEST else "max"
+
+
+def best_value(values, key: str, mode: str | None = None) -> float | None:
+    """The best of `values` for `key` (`mode` "min" / "max" overrides its direction); None for a diagnostic."""
+    values = list(values)
+    way = mode or direction(key)
+    if not values or way == "none":
+        return None
+    if way == "zero":
+        return min(values, key=abs)
+    return min(values) if way == "min" else max(values)
+
+
+DIRECTION_WORDS = {"min": "lower is better", "max": "higher is better", "zero": "near 0 is best", "none": ""}
 PICTURE_KEYS = ("val/samples", "val/mode_histogram", "val/scatter")  # what an evaluation draws
 EVALUATIONS_TABLE = "val/evaluations"  # W&B: one row per evaluation, metrics and pictures
 # x axes: generator updates, and thousands of real images seen by D (comparable across batch sizes)

@@ -28,6 +28,7 @@ from gankit.ema import GeneratorEMA
 from gankit.infogan import InfoCodes
 from gankit.lecam import LeCam
 from gankit.losses import get_loss, top_k
+from gankit.metric_keys import ADA_KEYS, LECAM_KEYS
 from gankit.module_base import AlternatingSteps, OptimizerFactory, SchedulerFactory
 from gankit.path_length import PathLength, lazy_corrected
 from gankit.randomness import labels_in_proportion
@@ -209,15 +210,15 @@ class GANModule(AlternatingSteps):
             d_fake, info_loss = self._d_fake(fake_in, y_fake, codes)
             penalties = self.d_penalties(real_in, fake_in, y_real, d_real if r1_due else None)
             if self.lecam is not None and (lecam := self.lecam(d_real, d_fake, self.g_steps)) is not None:
-                self.log_scalar("train/lecam", lecam.detach())  # weight * R (gankit.lecam)
+                self.log_scalar(LECAM_KEYS[0], lecam.detach())  # weight * R (gankit.lecam)
                 penalties = _plus(lecam, penalties)
             d_loss = _plus(self.loss.d(d_real, d_fake), penalties, info_loss)
             self.update(opt_d, d_loss)
         if self.augment_pipe is not None:  # ADA: r_t from D's logits on augmented reals, p every `interval` D steps
             self.augment_pipe.accumulate(d_real)
             self.augment_pipe.adjust(self.d_steps, batch=len(real) * self.trainer.world_size)
-            self.log_scalar("train/ada_p", self.augment_pipe.p)
-            self.log_scalar("train/ada_rt", self.augment_pipe.rt)
+            self.log_scalar(ADA_KEYS[0], self.augment_pipe.p)  # train/ada_p
+            self.log_scalar(ADA_KEYS[1], self.augment_pipe.rt)  # train/ada_rt
         # D's logits ride along for callbacks that need them every step (the collapse monitor's AUC)
         out = {"d_loss": d_loss.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
         if self._logging:
@@ -398,12 +399,15 @@ class GANModule(AlternatingSteps):
         return self.generator_ema.module
 
     @torch.no_grad()
-    def broadcast_generator_buffers(self) -> None:
-        """Rank 0's generator buffers (batch-norm statistics) on every rank: DDP keeps them per rank
-        (broadcast_buffers=False), and the saved weights are rank 0's."""
+    def broadcast_buffers(self) -> None:
+        """Rank 0's generator and discriminator buffers (batch-norm statistics, spectral norm's vectors) on every
+        rank: DDP keeps them per rank (broadcast_buffers=False), and the saved weights are rank 0's. Training is
+        unchanged: batch norm normalises by the batch in training mode, and spectral norm's vectors follow the
+        weights, which DDP keeps equal."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for buffer in self.generator.buffers():
-                torch.distributed.broadcast(buffer, src=0)
+            for net in (self.generator, self.discriminator):
+                for buffer in net.buffers():
+                    torch.distributed.broadcast(buffer, src=0)
 
 
 def _plus(loss: Tensor, *terms: Tensor | float) -> Tensor:

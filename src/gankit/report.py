@@ -20,7 +20,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from gankit.metric_keys import LOWER_IS_BETTER
+from gankit.metric_keys import ADA_KEYS, DIRECTION_WORDS, best_value, direction
 from gankit.runs import Job, find_jobs, optuna_study
 
 _CSS = """
@@ -114,11 +114,7 @@ def _metric_order(key: str):
 
 
 def _best(values: list[float], key: str, mode: str | None = None) -> float | None:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return None
-    lower = (mode == "min") if mode else key in LOWER_IS_BETTER
-    return min(values) if lower else max(values)
+    return best_value((v for v in values if not math.isnan(v)), key, mode)
 
 
 def _best_metric(jobs: list[Job], metrics: list[str]) -> tuple[str | None, str]:
@@ -128,7 +124,7 @@ def _best_metric(jobs: list[Job], metrics: list[str]) -> tuple[str | None, str]:
         if evaluation.get("best_metric") in metrics:
             return evaluation["best_metric"], evaluation.get("best_mode", "min")
     if metrics:
-        return metrics[0], "min" if metrics[0] in LOWER_IS_BETTER else "max"
+        return metrics[0], direction(metrics[0])
     return None, "min"
 
 
@@ -252,9 +248,9 @@ def _curves(jobs: list[Job], metrics: list[str], plotly) -> str:
                     for job, xs, ys in series
                 ]
             )
-            direction = "lower is better" if m in LOWER_IS_BETTER else "higher is better"
+            words = DIRECTION_WORDS[direction(m)]
             figure.update_layout(
-                title=f"{m} ({direction})",
+                title=f"{m} ({words})" if words else m,
                 xaxis_title="generator step",
                 yaxis_title=m,
                 height=380,
@@ -269,7 +265,7 @@ def _curves(jobs: list[Job], metrics: list[str], plotly) -> str:
     return f"<div class=charts>{''.join(charts)}</div>"
 
 
-AUGMENTATION_KEYS = ("train/ada_p", "train/ada_rt")  # ADA's probability and its overfitting heuristic
+AUGMENTATION_KEYS = ADA_KEYS  # ADA's probability and its overfitting heuristic
 
 
 def _augmentation(jobs: list[Job], plotly) -> list[str]:
@@ -326,8 +322,8 @@ def _pictures(jobs: list[Job], best_metric: str | None, best_mode: str) -> str:
     scored = [(job, _best(job.series(best_metric)[1], best_metric, best_mode)) for job in jobs] if best_metric else []
     scored = [(job, v) for job, v in scored if v is not None]
     if scored:
-        pick = min if best_mode == "min" else max
-        best_job, value = pick(scored, key=lambda item: item[1])
+        value = best_value([v for _, v in scored], best_metric, best_mode)
+        best_job = next(job for job, v in scored if v == value)
         grids = best_job.pictures("samples", "")
         parts.append(
             f"<div class=hero><h3>Best job: {html.escape(_label(best_job))} ({best_metric} {value:.4g})</h3>"

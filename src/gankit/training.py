@@ -27,7 +27,7 @@ from gankit.callbacks.evaluation import Evaluation
 from gankit.callbacks.preemption import Preempted
 from gankit.callbacks.pruning import TrialReporting
 from gankit.checkpoints import RunConfig, check_fits, read_checkpoint, resumable_checkpoint
-from gankit.metric_keys import LOWER_IS_BETTER
+from gankit.metric_keys import best_value
 from gankit.ranks import adopt_launcher_ranks, log_files_per_rank, per_rank, relaunch_job_only
 from gankit.sweeps import JobTrial, TrialFailed
 
@@ -352,7 +352,8 @@ def optimized_metric(trainer: L.Trainer, names) -> float | tuple[float, ...] | N
     evaluation = next((cb for cb in trainer.callbacks if isinstance(cb, Evaluation)), None)
     history = [values[names] for _, values in evaluation.history if names in values] if evaluation else []
     if history:
-        return min(history) if names in LOWER_IS_BETTER else max(history)
+        best = best_value(history, names)  # lowest FID, C_T nearest 0, highest recall; a diagnostic: the last
+        return history[-1] if best is None else best
     if names not in trainer.callback_metrics:
         raise ValueError(
             f"optimized_metric={names} was never logged; logged metrics: {', '.join(sorted(trainer.callback_metrics))}"

@@ -45,7 +45,7 @@ class CriticCheck(L.Callback):
         if self.enabled and (held is None or len(held) < need):
             raise ValueError(
                 f"metrics.critic trains on held-out data (at least {need} images); this data set holds out "
-                f"{'none' if held is None else len(held)}: set data.limit=N or data.holdout=M"
+                f"{'none' if held is None else len(held)}: {datamodule.holdout_advice}"
             )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

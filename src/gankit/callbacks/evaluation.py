@@ -194,7 +194,7 @@ class Evaluation(L.Callback):
                 what = f"metrics {', '.join(wanted)}" if wanted else "metrics.evaluation.reference=heldout"
                 raise ValueError(
                     f"{what} compare against held-out data, at least {need} images; this data set holds out {have}: "
-                    "set data.limit=N (train on N, hold out the rest) or data.holdout=M"
+                    + datamodule.holdout_advice
                 )
         use_heldout = self.reference == "heldout" or (self.reference == "auto" and heldout is not None)
         self.real_split = "heldout" if use_heldout else "train"
@@ -399,6 +399,8 @@ class Evaluation(L.Callback):
         self.check_model(pl_module)
         device = pl_module.device
         metrics = self._build_metrics(device)
+        if world > 1:  # every rank samples, and D scores, with rank 0's buffers: those of the saved weights
+            pl_module.broadcast_buffers()
         if "ppl" in metrics:
             self.path_length_scores(pl_module, metrics["ppl"], rank, world)
         for name, metric in metrics.items():  # each rank adds a disjoint shard: synced states hold each real once
@@ -412,8 +414,6 @@ class Evaluation(L.Callback):
                     for part in shard.split(max(pack, self.batch_size // pack * pack)):
                         y = None if labels is None or pl_module.num_classes is None else labels[part]
                         metric.update(pl_module.d_scores(images[part], y), heldout=is_heldout)
-        if world > 1:  # every rank samples with rank 0's batch-norm statistics: those of the saved weights
-            pl_module.broadcast_generator_buffers()
         # the same latents (and labels) at every evaluation, whatever the number of ranks: rank r takes every k-th row
         generator = torch.Generator().manual_seed(self.seed)
         latents = pl_module.sample_latent(self.num_samples, generator)[rank::world]

@@ -79,6 +79,7 @@ class GANDataModule(L.LightningDataModule):
     resolution: int
     channels: int
     num_classes: int | None = None  # None: unlabeled
+    holdout_advice = "set data.limit=N (train on N, hold out the rest) or data.holdout=M"  # where none is held out
     flip: bool = False  # uint8 data sets: random horizontal flips, done on the batch on its device
     on_device: bool = False  # uint8 data sets: the whole set kept on the accelerator
 

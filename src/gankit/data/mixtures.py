@@ -40,6 +40,7 @@ class GaussianMixture(GANDataModule):
     """Points of a 2D Gaussian mixture with their mode labels; `points = True` tells the metrics and models."""
 
     points = True
+    holdout_advice = "set data.holdout=M (M fresh draws from the mixture)"
     resolution = None  # not images
     channels = None
     dim = 2
