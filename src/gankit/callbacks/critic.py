@@ -36,7 +36,11 @@ class CriticCheck(L.Callback):
         self.settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "gp_weight": gp_weight,
                          "ema_decay": ema_decay, "width": width}  # fmt: skip
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse a set without enough held-out data before anything else starts (the evaluation's real
+        features, which take minutes with Inception, are computed at fit start)."""
+        if stage != "fit":
+            return
         datamodule = trainer.datamodule
         if self.enabled and datamodule.train_set is None:
             datamodule.setup("fit")
