@@ -96,7 +96,7 @@ class _Module:
     def sample(self, z, ema=True):
         return self.generator(z)
 
-    def broadcast_generator_buffers(self):  # built alike on every rank: nothing to share
+    def broadcast_buffers(self):  # built alike on every rank: nothing to share
         pass
 
 
