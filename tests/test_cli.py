@@ -53,14 +53,16 @@ def test_wandb_falls_back_to_offline_when_the_server_is_unreachable(tmp_path, mo
         [],
         ["model=wgan_gp", "model.r1_gamma=1.0", "g_steps=2"],
         ["model=stylegan2", "model.path_length.every=2", "model.r1_every=2", "g_steps=2"],
+        ["model=dcgan_ada_lecam", "model.ada.interval=1", "model.ada.kimg=1", "model.lecam.start=0", "g_steps=2"],
     ],
-    ids=["dcgan", "penalties", "stylegan2"],
+    ids=["dcgan", "penalties", "stylegan2", "ada_lecam"],
 )
 def test_ddp_two_processes_keep_replicas_identical(tmp_path, recipe):
     """Both ranks train on different shards; gradients are averaged, so weights stay equal.
 
     With the gradient penalty and R1 (double backward through D) as well; StyleGAN2 with style mixing and
-    the path-length step (its own optimizer step, its running mean averaged over the ranks).
+    the path-length step (its own optimizer step, its running mean averaged over the ranks); ADA (r_t summed
+    over the ranks, so every rank moves p alike) with LeCam (its averages averaged over the ranks).
     """
     result = run_cli(
         "debug=fast",
@@ -83,6 +85,10 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path, recipe):
     if "path_length.mean" in rank0["buffers"]:
         assert float(rank0["buffers"]["path_length.mean"]) > 0
         assert torch.equal(rank0["buffers"]["path_length.mean"], rank1["buffers"]["path_length.mean"])
+    if "augment_pipe.p" in rank0["buffers"]:
+        for name in ("augment_pipe.p", "augment_pipe.rt", "lecam.ema_real", "lecam.ema_fake"):
+            assert torch.equal(rank0["buffers"][name], rank1["buffers"][name]), name
+        assert float(rank0["buffers"]["lecam.ema_real"]) != 0  # updated from step 0
 
 
 def test_wandb_credentials_from_netrc(tmp_path, monkeypatch):
