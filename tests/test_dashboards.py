@@ -144,6 +144,7 @@ def test_each_metric_ranks_runs_its_own_way():
     assert best_value([-13.1, 8.7, 0.4, -2.0], "val/copying") == 0.4
     assert best_value([5.0, 9.4], "val/critic") == 5.0
     assert best_value([3.2, -0.9], "val/critic_train") is None
+    assert best_value([80.0, 110.0], "val/critic_seconds") is None  # a cost, not a score
     layout = metric_layout()
     assert layout["val/copying"]["summary"] == layout["val/critic_train"]["summary"] == "last"
     assert layout["val/critic"]["summary"] == "min,last" and direction("val/d_gap") == "min"

@@ -31,7 +31,8 @@ LOWER_IS_BETTER = {
     "val/critic",  # the critic's divergence between held-out data and G's samples
 }
 NEAR_ZERO_IS_BETTER = {"val/copying"}  # C_T: << 0 copies the training set, >> 0 underfits
-NO_BEST = {"val/critic_train"}  # read beside val/critic: low for a copier and for a good generator alike
+# val/critic_train: read beside val/critic, low for a copier and for a good generator alike; the rest: costs
+NO_BEST = {"val/critic_train", "val/critic_seconds"}
 
 
 def direction(key: str) -> str:
