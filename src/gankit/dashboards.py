@@ -18,7 +18,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gankit.metric_keys import ADA_KEYS, CRITIC_KEYS, DIRECTION_WORDS, GENERALIZATION, LECAM_KEYS, direction, val_keys
+from gankit.metric_keys import (
+    ADA_KEYS,
+    CRITIC_KEYS,
+    DIRECTION_WORDS,
+    GENERALIZATION,
+    LECAM_KEYS,
+    direction,
+    val_keys,
+    wandb_best,
+)
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TRAINING_HEALTH = {
@@ -106,7 +115,7 @@ def workspace(
     ]
     if "val/evaluations" in keys["pictures"]:
         pictures.append(wr.WeavePanelSummaryTable(table_name="val/evaluations"))
-    best = [f"summary:{k}.{direction(k) if direction(k) in ('min', 'max') else 'last'}" for k in val]
+    best = [f"summary:{k}.{wandb_best(k)}" for k in val]
     best += [f"summary:{k}.last" for k in CRITIC_KEYS] if critic else []
     best += [f"summary:{ADA_KEYS[0]}.last"] if ada else []
     trial = ["summary:trial/number", "summary:trial/state"] if trials else []  # an Optuna search: pruned runs

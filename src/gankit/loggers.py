@@ -13,7 +13,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from gankit import lightning_compat as compat
-from gankit.metric_keys import CRITIC_KEYS, EVALUATIONS_TABLE, PICTURE_KEYS, VAL_KEYS, direction
+from gankit.metric_keys import CRITIC_KEYS, EVALUATIONS_TABLE, PICTURE_KEYS, VAL_KEYS, wandb_best
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def metric_layout() -> dict[str, dict]:
     """
     layout: dict[str, dict] = {"g_step": {"summary": "max"}, "kimg": {"step_metric": "g_step", "summary": "max"}}
     for key in sorted({f"val/{k}" for keys in VAL_KEYS.values() for k in keys} | set(CRITIC_KEYS)):
-        best = direction(key)  # W&B summarises by min or max only: C_T (near 0) and diagnostics keep the last
-        layout[key] = {"step_metric": "g_step", "summary": f"{best},last" if best in ("min", "max") else "last"}
+        best = wandb_best(key)
+        layout[key] = {"step_metric": "g_step", "summary": "last" if best == "last" else f"{best},last"}
     for key in (*PICTURE_KEYS, EVALUATIONS_TABLE, "samples/grid"):
         layout[key] = {"step_metric": "g_step", "summary": "none"}
     layout["collapse/alerts"] = {"step_metric": "g_step", "summary": "max"}

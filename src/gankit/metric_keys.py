@@ -55,6 +55,12 @@ def best_value(values, key: str, mode: str | None = None) -> float | None:
     return min(values) if way == "min" else max(values)
 
 
+def wandb_best(key: str) -> str:
+    """The W&B summary that keeps a key's best: "min" or "max"; "last" where W&B has no such summary (C_T's nearest
+    0) or the key is not a score."""
+    return direction(key) if direction(key) in ("min", "max") else "last"
+
+
 DIRECTION_WORDS = {"min": "lower is better", "max": "higher is better", "zero": "near 0 is best", "none": ""}
 PICTURE_KEYS = ("val/samples", "val/mode_histogram", "val/scatter")  # what an evaluation draws
 EVALUATIONS_TABLE = "val/evaluations"  # W&B: one row per evaluation, metrics and pictures
