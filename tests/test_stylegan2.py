@@ -310,6 +310,8 @@ def test_generate_writes_the_truncation_row_style_mixing_grid_and_w_interpolatio
     truncation = np.asarray(Image.open(out / "truncation.png").convert("L"))
     last = [truncation[2 + r * tile : (r + 1) * tile, 2 + 4 * tile : 5 * tile] for r in range(3)]
     assert np.array_equal(last[0], last[1]) and np.array_equal(last[0], last[2])  # psi = 0: every row is w_avg's image
+    mixing = np.asarray(Image.open(out / "style_mixing.png").convert("L"))
+    assert mixing[2:tile, 2:tile].max() == 0  # the corner above the row sources is empty (black), as NVlabs' canvas
     samples = np.load(out / "samples.npy")
     assert samples.shape == (4, 1, 16, 16) and samples.min() >= -1 and samples.max() <= 1
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

@@ -192,7 +192,7 @@ def style_pictures(module, cfg: DictConfig, rng: torch.Generator, out: Path) -> 
                            col_ws[None, :, cutoff:].expand(rows, -1, -1, -1)], dim=2)  # fmt: skip
         row_images, col_images = synthesis(row_ws), synthesis(col_ws)
         cells = synthesis(mixed.flatten(0, 1)).reshape(rows, cfg.nrow, *row_images.shape[1:])
-        corner = torch.ones_like(row_images[:1])  # white
+        corner = torch.full_like(row_images[:1], -1.0)  # black, as NVlabs' style_mixing.py canvas
         top = torch.cat([corner, col_images])
         grid = torch.cat([top[None], torch.cat([row_images[:, None], cells], dim=1)])  # [rows + 1, nrow + 1, ...]
         _save_rows(grid.flatten(0, 1), cfg.nrow + 1, out / "style_mixing.png")
