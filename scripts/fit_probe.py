@@ -52,7 +52,8 @@ def nvlabs_generator(checkout: Path, gen_cfg) -> torch.nn.Module:
     )  # fmt: skip
 
 
-def probe(name: str, generator, latent_dim: int, target: torch.Tensor, opt_cfg, steps: int, seed: int) -> list[str]:
+def probe(name: str, generator, latent_dim: int, target: torch.Tensor, opt_cfg, steps: int, seed: int) -> list[float]:
+    """Fits G(z_i) to target i on the MSE; prints a table row and returns the loss every 50 steps."""
     torch.manual_seed(seed)
     z = torch.randn(len(target), latent_dim)
     optimizer = torch.optim.Adam(generator.parameters(), lr=opt_cfg.lr, betas=tuple(float(b) for b in opt_cfg.betas))
@@ -65,8 +66,8 @@ def probe(name: str, generator, latent_dim: int, target: torch.Tensor, opt_cfg, 
         loss.backward()
         optimizer.step()
         if step % 50 == 0:
-            curve.append(f"{loss.item():.4f}")
-    print(f"| {name} | {' | '.join(curve)} | {time.perf_counter() - start:.0f} s |", flush=True)
+            curve.append(loss.item())
+    print(f"| {name} | {' | '.join(f'{v:.4f}' for v in curve)} | {time.perf_counter() - start:.0f} s |", flush=True)
     return curve
 
 
